@@ -1,0 +1,96 @@
+"""Typed view of params.yaml: every knob the stages read, validated in one place.
+
+A mistake in params.yaml becomes one line naming the key and what was expected, instead of
+a traceback from deep inside a training loop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from components.errors import ParamsError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamParams(Strict):
+    """The class-incremental MNIST-1D stream: window 0 is the slow model's pretrain split."""
+
+    name: str = "mnist1d-classinc"
+    source: Literal["mnist1d"] = "mnist1d"
+    num_samples: int = Field(12000, ge=100)
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    pretrain_classes: list[int] = [0, 1, 2, 3]
+    window_classes: list[list[int]] = [[4, 5], [6, 7], [8, 9]]
+    seed: int = 42
+
+
+class ModelParams(Strict):
+    channels: int = Field(32, ge=1)
+    hidden: int = Field(128, ge=1)
+
+
+class TrainParams(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class CompareParams(Strict):
+    champion_metric: Literal["acc", "bwt", "forgetting", "seconds_per_window"] = "acc"
+
+
+class Params(Strict):
+    seed: int = 0
+    device: str = "auto"
+    threads: int = Field(2, ge=0)
+    stream: StreamParams = StreamParams()
+    model: ModelParams = ModelParams()
+    pretrain: TrainParams = TrainParams()
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    compare: CompareParams = CompareParams()
+
+    def stream_dir(self, root: Path) -> Path:
+        return root / "data" / "streams" / self.stream.name
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    got = first.get("input")
+    return f"{source}: {where}: {first['msg']} (got {got!r})"
+
+
+def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_describe(error, source)) from None
+
+
+def load_params(path: Path | str = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ParamsError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    return parse_params(raw, str(path))
+
+
+def validate_model(model_cls: type[BaseModel], raw: dict[str, Any], source: str) -> BaseModel:
+    """Validate one config block (a method's) with the same one-line error format."""
+    try:
+        return model_cls.model_validate(raw)
+    except ValidationError as error:
+        raise ParamsError(_describe(error, source)) from None

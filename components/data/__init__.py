@@ -1,0 +1,1 @@
+"""Streams on disk: generation, the parquet data contract, validation."""

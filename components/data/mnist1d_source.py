@@ -1,0 +1,53 @@
+"""MNIST-1D, generated locally by the `mnist1d` package (no download), cut by class."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from components.config import StreamParams
+from components.data.stream_io import WindowArrays
+
+
+def generate_mnist1d(num_samples: int, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """The raw MNIST-1D arrays: x/y for training and x_test/y_test, float32 and int64."""
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples = num_samples
+    args.train_split = 1.0 - test_fraction
+    args.seed = seed
+    raw = make_dataset(args)  # seeds numpy's global RNG itself; no network involved
+    return {
+        "x": raw["x"].astype(np.float32),
+        "y": raw["y"].astype(np.int64),
+        "x_test": raw["x_test"].astype(np.float32),
+        "y_test": raw["y_test"].astype(np.int64),
+    }
+
+
+def class_incremental_windows(params: StreamParams) -> list[WindowArrays]:
+    """Window 0 holds the pretrain classes; window k holds the k-th group of new classes."""
+    groups = [params.pretrain_classes, *params.window_classes]
+    seen: set[int] = set()
+    for group in groups:
+        if seen & set(group):
+            raise ValueError(f"stream.window_classes: class {sorted(seen & set(group))} appears twice")
+        if any(c < 0 or c > 9 for c in group):
+            raise ValueError(f"stream classes must be 0-9 for MNIST-1D, got {group}")
+        seen |= set(group)
+    raw = generate_mnist1d(params.num_samples, params.test_fraction, params.seed)
+    windows = []
+    for index, group in enumerate(groups):
+        train = np.isin(raw["y"], group)
+        test = np.isin(raw["y_test"], group)
+        windows.append(
+            WindowArrays(
+                index=index,
+                classes=sorted(group),
+                x_train=raw["x"][train],
+                y_train=raw["y"][train],
+                x_test=raw["x_test"][test],
+                y_test=raw["y_test"][test],
+            )
+        )
+    return windows

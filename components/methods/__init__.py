@@ -1,0 +1,47 @@
+"""The method library: each method is one module that registers itself by name.
+
+Adding a method means one file here (a `Method` subclass with its `Config`) and one block
+under `methods:` in params.yaml.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from components.config import validate_model
+from components.data.loading import Stream
+from components.errors import ParamsError
+from components.methods.base import Method, MethodConfig, MethodContext, WindowReport
+from components.models import SlowNet
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def method_type(entry: str, raw: dict[str, Any]) -> type[Method]:
+    kind = (raw or {}).get("method") or entry
+    if kind not in REGISTRY:
+        raise ParamsError(
+            f"params.yaml: methods.{entry}: unknown method '{kind}'; known methods: {sorted(REGISTRY)}"
+        )
+    return REGISTRY[kind]
+
+
+def parse_method_config(entry: str, raw: dict[str, Any] | None) -> MethodConfig:
+    cls = method_type(entry, raw or {})
+    return validate_model(cls.Config, raw or {}, f"params.yaml: methods.{entry}")  # type: ignore[return-value]
+
+
+def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context: MethodContext) -> Method:
+    cls = method_type(entry, raw or {})
+    return cls(slow, parse_method_config(entry, raw), context)
+
+
+# Importing the modules registers them.
+from components.methods import distill, finetune, joint, lora  # noqa: E402,F401
+
+__all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "register"]

@@ -1,0 +1,87 @@
+"""What every slow-fast method is: a fast step per window, then (maybe) consolidation.
+
+A method owns the slow model and whatever fast state it keeps (an adapter, a copy, a
+buffer). The stream driver calls `learn_window` once per window and evaluates `predictor()`
+after it. State that must survive a process boundary goes through `state_dict` and
+`load_state_dict` and holds tensors and plain values only, so it loads with
+`torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from components.data.loading import Stream, Window
+from components.models import SlowNet, state_bytes
+from components.training import LossFn, cross_entropy_loss, masked_cross_entropy
+
+
+class MethodConfig(BaseModel):
+    """Knobs shared by every method; a method's own config class adds to these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: str | None = Field(None, description="method type; defaults to the entry's name in params.yaml")
+    epochs: int = Field(5, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(64, ge=1)
+    masked_loss: bool = Field(
+        False, description="cross-entropy over the window's classes only (labels trick, Zeno et al. 2018)"
+    )
+
+
+@dataclass
+class MethodContext:
+    """What a method may use besides the slow model: the stream, device and seeded RNG."""
+
+    stream: Stream
+    device: torch.device
+    generator: torch.Generator
+
+
+@dataclass
+class WindowReport:
+    """Training facts for one window; `losses` are per epoch, keyed by phase."""
+
+    losses: dict[str, list[float]] = field(default_factory=dict)
+    samples_seen: int = 0
+    fast_state_bytes: int = 0
+
+
+class Method(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+
+    def __init__(self, slow: SlowNet, config: MethodConfig, context: MethodContext) -> None:
+        self.slow = slow.to(context.device)
+        self.config = config
+        self.context = context
+        self.windows_learned: list[int] = []
+
+    @abstractmethod
+    def learn_window(self, window: Window) -> WindowReport:
+        """Absorb one window (fast step) and apply this method's consolidation rule."""
+
+    def window_loss(self, window: Window) -> LossFn:
+        """The supervised loss on a window, masked to its classes when `masked_loss` is set."""
+        return masked_cross_entropy(window.classes) if self.config.masked_loss else cross_entropy_loss
+
+    def predictor(self) -> nn.Module:
+        """The model that answers queries after the last window: by default, the slow model."""
+        return self.slow
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"slow": self.slow.state_dict(), "windows_learned": list(self.windows_learned)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.slow.load_state_dict(state["slow"])
+        self.windows_learned = list(state["windows_learned"])
+
+    def slow_bytes(self) -> int:
+        return state_bytes(self.slow.state_dict())

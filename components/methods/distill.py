@@ -1,0 +1,90 @@
+"""distill: a fast copy learns the window, then slow + fast teach the slow model (KD).
+
+The teacher answers with the slow model's logits for the classes the slow model already
+knows and the fast copy's logits for the classes it does not (the window's new classes),
+in the spirit of Renate's RepeatedDistillation. The slow model is then trained to match the
+teacher's softened distribution on the window data, so it learns the new classes without
+being told to push the old ones to zero as a plain finetune does.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from components.data.loading import Window
+from components.methods import register
+from components.methods.base import Method, MethodConfig, WindowReport
+from components.models import state_bytes
+from components.training import predict_logits, train
+
+
+class DistillConfig(MethodConfig):
+    distill_epochs: int = Field(5, ge=1)
+    distill_lr: float = Field(1e-3, gt=0)
+    temperature: float = Field(2.0, gt=0)
+    margin: float = Field(2.0, description="how far the new classes' teacher logits are lifted above the old")
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's KD: KL(teacher || student) on temperature-softened outputs, scaled by T^2."""
+    t = temperature
+    return F.kl_div(
+        F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean", log_target=True,
+    ) * (t * t)
+
+
+@register
+class Distill(Method):
+    name = "distill"
+    Config = DistillConfig
+
+    def known_classes(self) -> list[int]:
+        stream = self.context.stream
+        return sorted({c for i in (0, *self.windows_learned) for c in stream.window(i).classes})
+
+    def teacher_logits(self, fast: nn.Module, window: Window) -> torch.Tensor:
+        """Slow logits for known classes, fast logits for the window's new classes.
+
+        The two models' logits live on different scales, so the fast part is shifted by one
+        offset (the median gap on the window) that makes the teacher label the window's
+        rows with their own classes, as the fast model alone does.
+        """
+        x = window.x_train
+        known = torch.tensor(self.known_classes(), device=x.device)
+        new = torch.tensor(sorted(set(window.classes) - set(self.known_classes())), device=x.device)
+        logits = predict_logits(fast, x)
+        slow_logits = predict_logits(self.slow, x)
+        if len(new):
+            gap = slow_logits[:, known].max(dim=1).values - logits[:, new].max(dim=1).values
+            logits[:, new] += gap.median() + self.config.margin
+        logits[:, known] = slow_logits[:, known]
+        return logits
+
+    def learn_window(self, window: Window) -> WindowReport:
+        c = self.config
+        fast = copy.deepcopy(self.slow)
+        fast_losses = train(
+            fast, window.x_train, window.y_train,
+            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, generator=self.context.generator,
+            loss_fn=self.window_loss(window),
+        )
+        # Teacher outputs are fixed for the whole distillation: compute them once.
+        targets = self.teacher_logits(fast, window)
+        distill_losses = train(
+            self.slow, window.x_train, targets,
+            epochs=c.distill_epochs, lr=c.distill_lr, batch_size=c.batch_size, generator=self.context.generator,
+            loss_fn=lambda model, x, t: kd_loss(model(x), t, c.temperature),
+        )
+        self.windows_learned.append(window.index)
+        n = len(window.y_train)
+        return WindowReport(
+            {"fast": fast_losses, "distill": distill_losses},
+            samples_seen=(c.epochs + c.distill_epochs) * n,
+            fast_state_bytes=state_bytes(fast.state_dict()),
+        )

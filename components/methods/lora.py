@@ -1,0 +1,62 @@
+"""lora: a peft LoRA adapter absorbs the window while the slow weights stay frozen; at the
+end of the window the adapter is merged into the slow model (consolidation by merge).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from pydantic import Field
+
+from components.data.loading import Window
+from components.methods import register
+from components.methods.base import Method, MethodConfig, WindowReport
+from components.models import adaptable_layers, state_bytes
+from components.training import train
+
+
+class LoraMethodConfig(MethodConfig):
+    rank: int = Field(4, ge=1)
+    alpha: float = Field(8.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Literal["all"] | list[str] = Field(
+        "all", description="layer names to adapt; 'all' = every Conv1d and Linear layer"
+    )
+
+
+@register
+class Lora(Method):
+    name = "lora"
+    Config = LoraMethodConfig
+
+    def attach_adapter(self) -> PeftModel:
+        """Wrap the slow model with a fresh adapter; base weights are frozen by peft."""
+        c = self.config
+        targets = adaptable_layers(self.slow) if c.target_modules == "all" else list(c.target_modules)
+        lora = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets, bias="none")
+        return get_peft_model(self.slow, lora)
+
+    def adapt(self, window: Window) -> tuple[PeftModel, list[float]]:
+        """Fast step: train only the adapter on the window."""
+        c = self.config
+        adapted = self.attach_adapter()
+        losses = train(
+            adapted, window.x_train, window.y_train,
+            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, generator=self.context.generator,
+            loss_fn=self.window_loss(window),
+        )
+        return adapted, losses
+
+    def merge(self, adapted: PeftModel) -> None:
+        """Consolidation: fold the adapter into the slow weights and drop the peft wrapper."""
+        self.slow = adapted.merge_and_unload()
+
+    def learn_window(self, window: Window) -> WindowReport:
+        adapted, losses = self.adapt(window)
+        adapter_bytes = state_bytes({k: v for k, v in adapted.state_dict().items() if "lora_" in k})
+        self.merge(adapted)
+        self.windows_learned.append(window.index)
+        return WindowReport(
+            {"train": losses}, samples_seen=self.config.epochs * len(window.y_train), fast_state_bytes=adapter_bytes
+        )

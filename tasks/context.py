@@ -1,0 +1,44 @@
+"""Shared set-up for tasks: params, device, seeded RNG and the stream, from paths only."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from components.config import Params, load_params
+from components.data.loading import Stream
+from components.runtime import configure_torch, pick_device
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class RunContext:
+    params: Params
+    root: Path
+    device: torch.device
+    generator: torch.Generator
+    stream: Stream
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def state_dir(self) -> Path:
+        """Per-window checkpoints of running methods (not a DVC output; survives a crash)."""
+        return self.root / ".slowfast" / "state" / self.params.stream.name
+
+
+def open_context(params_path: Path | str, root: Path | str = REPO_ROOT, seed_offset: int = 0) -> RunContext:
+    root = Path(root)
+    params = load_params(Path(root) / params_path if not Path(params_path).is_absolute() else params_path)
+    device = pick_device(params.device)
+    generator = configure_torch(params.threads, params.seed + seed_offset)
+    return RunContext(params, root, device, generator, Stream(params.stream_dir(root), device))

@@ -1,0 +1,152 @@
+"""MLflow conventions in one place: where the store is, how runs are named and tagged.
+
+Runs are addressed by explicit run ids through `MlflowClient`: MLflow's "active run" is
+per thread and Prefect runs tasks in worker threads, so nothing here relies on it except
+`log_model`, which is called inside a `start_run(run_id=...)` block in one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def tracking_uri(root: Path = REPO_ROOT) -> str:
+    """`MLFLOW_TRACKING_URI` if set, else a sqlite store in the repository root."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def artifact_root(root: Path = REPO_ROOT) -> str:
+    return (root / "mlartifacts").resolve().as_uri()
+
+
+def client() -> MlflowClient:
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri)
+
+
+def experiment_id(name: str) -> str:
+    """One experiment per stream. Artifacts sit beside a local sqlite store."""
+    c = client()
+    found = c.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = artifact_root() if tracking_uri().startswith("sqlite:") else None
+    return c.create_experiment(name, artifact_location=location)
+
+
+def git_commit(root: Path = REPO_ROOT) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def flatten(prefix: str, value: Any) -> dict[str, str]:
+    if isinstance(value, Mapping):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), item))
+        return out
+    return {prefix: str(value)}
+
+
+def start_run(
+    experiment: str,
+    run_name: str,
+    *,
+    tags: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    parent_run_id: str | None = None,
+) -> str:
+    c = client()
+    all_tags = {"git_commit": git_commit(), **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = c.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
+    if params:
+        flat = flatten("", params)
+        c.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
+    return run.info.run_id
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """All scalars of one step in one call (one sqlite round trip instead of one per scalar)."""
+    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()]
+    c = client()
+    for i in range(0, len(items), MAX_BATCH):
+        c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+
+
+def log_series(run_id: str, series: Mapping[str, list[float]]) -> None:
+    """Curves such as per-epoch losses: each list logged with step = position."""
+    items = [Metric(name, float(v), 0, step) for name, values in series.items() for step, v in enumerate(values)]
+    c = client()
+    for i in range(0, len(items), MAX_BATCH):
+        c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+
+
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
+def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    client().log_artifact(run_id, str(path), artifact_path)
+
+
+def log_text(run_id: str, text: str, filename: str) -> None:
+    client().log_text(run_id, text, filename)
+
+
+def end_run(run_id: str, status: str = "FINISHED") -> None:
+    client().set_terminated(run_id, status)
+
+
+def log_and_register_model(
+    run_id: str, model: torch.nn.Module, example: np.ndarray, registered_name: str, tags: Mapping[str, str]
+) -> str:
+    """Log with the pytorch flavour and register; returns the new registry version."""
+    import mlflow.pytorch
+
+    client()
+    cpu_model = model.to("cpu").eval()
+    # The registry announces each new version on stderr; the caller reports it instead.
+    with mlflow.start_run(run_id=run_id), contextlib.redirect_stderr(io.StringIO()):
+        info = mlflow.pytorch.log_model(
+            cpu_model,
+            name="model",
+            input_example=example.astype(np.float32),
+            # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            code_paths=[str(REPO_ROOT / "components")],
+            registered_model_name=registered_name,
+        )
+    version = str(info.registered_model_version)
+    c = client()
+    for key, value in tags.items():
+        c.set_model_version_tag(registered_name, version, key, value)
+    return version
+
+
+def registered_model_name(stream_name: str) -> str:
+    return f"slowfast-{stream_name}"
