@@ -61,9 +61,9 @@ class Params(Strict):
         return root / "data" / "streams" / self.stream.name
 
 
-def _describe(error: ValidationError, source: str) -> str:
+def _describe(error: ValidationError, source: str, prefix: str = "") -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    where = ".".join([prefix, *map(str, first["loc"])] if prefix else map(str, first["loc"])) or "(top level)"
     got = first.get("input")
     return f"{source}: {where}: {first['msg']} (got {got!r})"
 
@@ -88,9 +88,9 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse_params(raw, str(path))
 
 
-def validate_model(model_cls: type[BaseModel], raw: dict[str, Any], source: str) -> BaseModel:
-    """Validate one config block (a method's) with the same one-line error format."""
+def validate_model(model_cls: type[BaseModel], raw: dict[str, Any], source: str, prefix: str) -> BaseModel:
+    """Validate one config block (a method's, found at `prefix`) with the same one-line errors."""
     try:
         return model_cls.model_validate(raw)
     except ValidationError as error:
-        raise ParamsError(_describe(error, source)) from None
+        raise ParamsError(_describe(error, source, prefix)) from None

@@ -31,8 +31,11 @@ def tracking_uri(root: Path = REPO_ROOT) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def artifact_root(root: Path = REPO_ROOT) -> str:
-    return (root / "mlartifacts").resolve().as_uri()
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local sqlite store go beside its database file; a server decides its own."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
 
 
 def client() -> MlflowClient:
@@ -48,8 +51,7 @@ def experiment_id(name: str) -> str:
     found = c.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
-    location = artifact_root() if tracking_uri().startswith("sqlite:") else None
-    return c.create_experiment(name, artifact_location=location)
+    return c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
 
 
 def git_commit(root: Path = REPO_ROOT) -> str:

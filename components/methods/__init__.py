@@ -33,7 +33,7 @@ def method_type(entry: str, raw: dict[str, Any]) -> type[Method]:
 
 def parse_method_config(entry: str, raw: dict[str, Any] | None) -> MethodConfig:
     cls = method_type(entry, raw or {})
-    return validate_model(cls.Config, raw or {}, f"params.yaml: methods.{entry}")  # type: ignore[return-value]
+    return validate_model(cls.Config, raw or {}, "params.yaml", f"methods.{entry}")  # type: ignore[return-value]
 
 
 def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context: MethodContext) -> Method:

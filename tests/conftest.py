@@ -1,0 +1,81 @@
+"""Shared fixtures: one Prefect test server per session, tiny streams, temporary MLflow stores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+import copy  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough to run every method in seconds, large enough that every window has rows
+# of each of its classes in both splits.
+TINY_PARAMS = {
+    "seed": 0,
+    "device": "cpu",
+    "threads": 1,
+    "stream": {"name": "tiny-classinc", "num_samples": 1200, "test_fraction": 0.25},
+    "model": {"channels": 8, "hidden": 32},
+    "pretrain": {"epochs": 3, "batch_size": 64, "lr": 0.003},
+    "methods": {
+        "finetune": {"epochs": 1},
+        "lora": {"epochs": 1, "rank": 2, "alpha": 4},
+        "distill": {"epochs": 1, "distill_epochs": 1},
+        "joint": {"epochs": 1},
+    },
+    "compare": {"champion_metric": "acc"},
+}
+
+
+def tiny_params(**overrides) -> dict:
+    params = copy.deepcopy(TINY_PARAMS)
+    params.update(overrides)
+    return params
+
+
+def write_params(root: Path, params: dict) -> Path:
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url():
+    """One temporary Prefect server for the whole session (it costs seconds to start)."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def mlflow_store(tmp_path, monkeypatch) -> str:
+    """A real sqlite MLflow store in a temporary directory, used through MLFLOW_TRACKING_URI."""
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    (tmp_path / "store").mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory) -> Path:
+    """A project root holding tiny params and a prepared tiny stream (no Prefect needed)."""
+    from components.config import load_params
+    from components.data.mnist1d_source import class_incremental_windows
+    from components.data.stream_io import write_stream
+
+    root = tmp_path_factory.mktemp("tiny")
+    write_params(root, TINY_PARAMS)
+    params = load_params(root / "params.yaml")
+    write_stream(params.stream_dir(root), params.stream.name, class_incremental_windows(params.stream),
+                 [str(c) for c in range(10)], {"generator": "mnist1d"})
+    return root
