@@ -17,8 +17,7 @@ if [ -z "${PREFECT_API_URL:-}" ]; then
   python scripts/wait_for_url.py "$PREFECT_API_URL/health" 60 || { echo "error: Prefect server did not start; see .slowfast/prefect-server.log" >&2; exit 1; }
 fi
 
+export SLOWFAST_MAIN_JOB=1
 dvc repro "$@"
 echo
-[ -f results/compare.md ] && cat results/compare.md
-echo
-echo "Open the MLflow UI on this store: .venv/bin/mlflow ui --backend-store-uri ${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}"
+python -m flows.report

@@ -31,8 +31,10 @@ def load_state(path: Path | str) -> dict[str, Any]:
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
-def save_json(payload: Any, path: Path | str) -> None:
+def save_json(payload: Any, path: Path | str, sort_keys: bool = True) -> None:
+    """Sorted keys by default (stable diffs); `sort_keys=False` where order means rank."""
+
     def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
 
     _atomic_write(Path(path), write)

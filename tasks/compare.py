@@ -37,7 +37,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     table = markdown_table(records, order)
 
     results = root_path / "results"
-    save_json({name: {c: records[name][c] for c in COLUMNS} for name in order}, results / "compare.json")
+    save_json({name: {c: records[name][c] for c in COLUMNS} for name in order}, results / "compare.json", sort_keys=False)
     (results / "compare.md").write_text(f"Methods on `{params.stream.name}`, best {metric} first.\n\n" + table)
 
     name = tracking.registered_model_name(params.stream.name)

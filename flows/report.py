@@ -1,0 +1,42 @@
+"""Print the comparison table and where to look next: `python -m flows.report`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from components.comparison import COLUMNS, format_value
+from tasks.context import REPO_ROOT
+from tasks.tracking import tracking_uri
+
+
+def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> bool:
+    """The table from results/compare.json, best first; False when there is none yet."""
+    path = Path(root) / "results" / "compare.json"
+    if not path.is_file():
+        return False
+    records = json.loads(path.read_text())
+    table = Table(title="slow-fast methods, best first (results/compare.md)")
+    table.add_column("method")
+    for column in COLUMNS:
+        table.add_column(column, justify="right")
+    for name, record in records.items():
+        table.add_row(name, *(format_value(c, record[c]) for c in COLUMNS))
+    console = console or Console()
+    console.print(table)
+    console.print(f"champion: {next(iter(records))} (MLflow registry alias 'champion')")
+    return True
+
+
+def mlflow_ui_hint() -> str:
+    return f"Open the MLflow UI on this store: .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
+
+
+if __name__ == "__main__":
+    if not print_comparison():
+        print("No comparison yet: run the pipeline first (./run.sh).", file=sys.stderr)
+    print(mlflow_ui_hint())

@@ -1,0 +1,129 @@
+"""The flows against a real Prefect test server and a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import tiny_params, write_params
+
+
+@pytest.fixture(scope="module")
+def pipeline(prefect_api_url, tmp_path_factory):
+    """Run prepare, pretrain, two methods and compare once; tests below inspect the results."""
+    root = tmp_path_factory.mktemp("project")
+    store = root / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", uri)
+    params = tiny_params()
+    params["methods"] = {k: params["methods"][k] for k in ("finetune", "lora")}
+    write_params(root, params)
+
+    from flows.compare import compare_flow
+    from flows.prepare import prepare_flow
+    from flows.pretrain import pretrain_flow
+    from flows.stream import stream_flow
+
+    prepared = prepare_flow(root=str(root))
+    pretrain_flow(root=str(root))
+    records = {m: stream_flow(m, root=str(root)) for m in ("finetune", "lora")}
+    compared = compare_flow(root=str(root))
+    yield {"root": root, "uri": uri, "prepared": prepared, "records": records, "compared": compared}
+    mp.undo()
+
+
+def _client(pipeline) -> MlflowClient:
+    return MlflowClient(tracking_uri=pipeline["uri"])
+
+
+def _method_run(pipeline, method):
+    client = _client(pipeline)
+    return client.get_run(pipeline["records"][method]["mlflow_run_id"])
+
+
+def test_one_experiment_per_stream_with_a_parent_run_per_method(pipeline):
+    client = _client(pipeline)
+    experiment = client.get_experiment_by_name("tiny-classinc")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    names = sorted(r.info.run_name for r in runs)
+    assert {"pretrain", "finetune-seed0", "lora-seed0", "comparison"} <= set(names)
+    assert sum(n.startswith("finetune-window") for n in names) == 3
+
+
+def test_parent_run_carries_params_commit_and_stream_hash(pipeline):
+    run = _method_run(pipeline, "lora")
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["stream_hash"] == pipeline["prepared"]["content_hash"]
+    assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
+    assert run.data.params["method.rank"] == "2"
+    assert run.data.params["seed"] == "0"
+
+
+def test_per_window_metrics_use_the_window_index_as_step(pipeline):
+    client = _client(pipeline)
+    run_id = pipeline["records"]["finetune"]["mlflow_run_id"]
+    history = client.get_metric_history(run_id, "acc_seen")
+    assert [m.step for m in history] == [0, 1, 2, 3]
+    final = _method_run(pipeline, "finetune").data.metrics
+    for key in ("acc", "bwt", "fwt", "forgetting", "seconds_per_window"):
+        assert key in final
+    assert final["acc"] == pytest.approx(pipeline["records"]["finetune"]["acc"])
+
+
+def test_child_runs_per_window_hold_the_loss_curve(pipeline):
+    client = _client(pipeline)
+    parent = pipeline["records"]["lora"]["mlflow_run_id"]
+    experiment = client.get_experiment_by_name("tiny-classinc")
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    assert sorted(r.data.tags["window"] for r in children) == ["1", "2", "3"]
+    assert all("loss_train" in r.data.metrics for r in children)
+
+
+def test_matrix_artifacts_and_registered_model(pipeline):
+    client = _client(pipeline)
+    run_id = pipeline["records"]["finetune"]["mlflow_run_id"]
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"accuracy_matrix.csv", "accuracy_matrix.png"} <= artifacts
+    csv = (pipeline["root"] / "results" / "methods" / "finetune" / "accuracy_matrix.csv").read_text().splitlines()
+    assert csv[0] == "after,w0,w1,w2,w3" and len(csv) == 5
+    version = client.get_model_version("slowfast-tiny-classinc", pipeline["records"]["finetune"]["model_version"])
+    assert version.run_id == run_id
+
+
+def test_champion_alias_goes_to_the_best_method(pipeline):
+    client = _client(pipeline)
+    records = pipeline["records"]
+    best = max(records, key=lambda m: records[m]["acc"])
+    champion = client.get_model_version_by_alias("slowfast-tiny-classinc", "champion")
+    assert str(champion.version) == records[best]["model_version"]
+    challenger = client.get_model_version_by_alias("slowfast-tiny-classinc", "challenger")
+    assert challenger.version != champion.version
+    compare = json.loads((pipeline["root"] / "results" / "compare.json").read_text())
+    assert list(compare) == pipeline["compared"]["order"] and list(compare)[0] == best
+
+
+def test_registered_model_loads_and_predicts(pipeline):
+    import mlflow.pytorch
+    import torch
+
+    mlflow.set_tracking_uri(pipeline["uri"])
+    model = mlflow.pytorch.load_model("models:/slowfast-tiny-classinc@champion")
+    assert model(torch.zeros(3, 40)).shape == (3, 10)
+
+
+def test_flow_runs_are_recorded_by_prefect(pipeline):
+    from prefect.client.orchestration import get_client
+
+    async def completed():
+        async with get_client() as client:
+            runs = await client.read_flow_runs()
+            return [r for r in runs if r.state and r.state.is_completed()]
+
+    import asyncio
+
+    assert len(asyncio.run(completed())) >= 5
