@@ -1,5 +1,6 @@
 # Sourced by run.sh and test.sh: Prefect and DVC settings for this checkout.
 export PREFECT_HOME="${PREFECT_HOME:-$PWD/.slowfast/prefect}"
+mkdir -p "$PREFECT_HOME"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export DO_NOT_TRACK=1
 export DVC_NO_ANALYTICS=1

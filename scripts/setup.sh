@@ -16,7 +16,12 @@ stamp=".venv/.installed-$(sha256sum requirements.lock | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "Setting up .venv (first run takes a few minutes)..."
   [ -x .venv/bin/python ] || "$python_bin" -m venv .venv
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+  log=.venv/install.log
+  if ! .venv/bin/python -m pip install --disable-pip-version-check -r requirements.lock > "$log" 2>&1; then
+    tail -n 20 "$log" >&2
+    echo "error: installing requirements.lock failed; full log in $log" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import load_state, save_json, save_state
-from components.methods import build_method, parse_method_config
+from components.methods import build_method, entry_config, parse_method_config
 from components.methods.base import Method, MethodContext
 from components.metrics import summarize
 from components.models import build_model
@@ -25,7 +25,7 @@ def _method(ctx: RunContext, entry: str, state_path: Path | None) -> Method:
     p = ctx.params
     slow = build_model(p.model, ctx.stream.manifest.num_features, ctx.stream.num_classes)
     slow.load_state_dict(load_state(ctx.models_dir / "slow" / "model.pt"))
-    method = build_method(entry, p.methods[entry], slow, MethodContext(ctx.stream, ctx.device, ctx.generator))
+    method = build_method(entry, entry_config(p.methods, entry), slow, MethodContext(ctx.stream, ctx.device, ctx.generator))
     if state_path is not None:
         method.load_state_dict(load_state(state_path))
     return method
@@ -40,7 +40,7 @@ def open_method_run(entry: str, params_path: str = "params.yaml", root: str = st
     """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R)."""
     ctx = open_context(params_path, root)
     p, manifest = ctx.params, ctx.stream.manifest
-    config = parse_method_config(entry, p.methods[entry])
+    config = parse_method_config(entry, entry_config(p.methods, entry))
     kind = config.method or entry
     slow_info_path = ctx.models_dir / "slow" / "info.json"
     run_id = tracking.start_run(

@@ -38,3 +38,10 @@ def test_unknown_key_and_unknown_method_are_refused():
 def test_missing_params_file(tmp_path):
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "params.yaml")
+
+
+def test_missing_method_entry_lists_the_entries():
+    from components.methods import entry_config
+
+    with pytest.raises(ParamsError, match=r"no entry 'lora'; entries: \['finetune'\]"):
+        entry_config({"finetune": {}}, "lora")

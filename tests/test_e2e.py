@@ -58,6 +58,7 @@ def test_repro_runs_every_stage_quietly(project):
     assert "[lora] window 3/3" in out  # one progress line per window
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
     assert "Traceback" not in out
+    assert "Warning" not in out and "WARNING" not in out
     assert "Starting temporary server" not in out
 
 

@@ -82,3 +82,10 @@ def test_truncated_parquet_is_reported_as_unreadable(tmp_path):
 def test_missing_manifest_says_how_to_make_it(tmp_path):
     with pytest.raises(StreamError, match="dvc repro prepare"):
         read_manifest(tmp_path)
+
+
+def test_overlapping_class_groups_are_refused():
+    from components.errors import ParamsError
+
+    with pytest.raises(ParamsError, match="class \\[3\\] appears twice"):
+        class_incremental_windows(StreamParams(num_samples=600, window_classes=[[3, 4]]))

@@ -6,6 +6,7 @@ import numpy as np
 
 from components.config import StreamParams
 from components.data.stream_io import WindowArrays
+from components.errors import ParamsError
 
 
 def generate_mnist1d(num_samples: int, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -31,9 +32,9 @@ def class_incremental_windows(params: StreamParams) -> list[WindowArrays]:
     seen: set[int] = set()
     for group in groups:
         if seen & set(group):
-            raise ValueError(f"stream.window_classes: class {sorted(seen & set(group))} appears twice")
+            raise ParamsError(f"params.yaml: stream.window_classes: class {sorted(seen & set(group))} appears twice")
         if any(c < 0 or c > 9 for c in group):
-            raise ValueError(f"stream classes must be 0-9 for MNIST-1D, got {group}")
+            raise ParamsError(f"params.yaml: stream: MNIST-1D classes are 0-9, got {group}")
         seen |= set(group)
     raw = generate_mnist1d(params.num_samples, params.test_fraction, params.seed)
     windows = []

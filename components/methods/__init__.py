@@ -36,6 +36,13 @@ def parse_method_config(entry: str, raw: dict[str, Any] | None) -> MethodConfig:
     return validate_model(cls.Config, raw or {}, "params.yaml", f"methods.{entry}")  # type: ignore[return-value]
 
 
+def entry_config(methods: dict[str, Any], entry: str) -> dict[str, Any]:
+    """The raw block of one entry under `methods:`, or a one-line error listing the entries."""
+    if entry not in methods:
+        raise ParamsError(f"params.yaml: methods: no entry '{entry}'; entries: {sorted(methods)}")
+    return methods[entry] or {}
+
+
 def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context: MethodContext) -> Method:
     cls = method_type(entry, raw or {})
     return cls(slow, parse_method_config(entry, raw), context)
@@ -44,4 +51,4 @@ def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context:
 # Importing the modules registers them.
 from components.methods import distill, finetune, joint, lora  # noqa: E402,F401
 
-__all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "register"]
+__all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "entry_config", "register"]
