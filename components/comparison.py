@@ -7,6 +7,7 @@ from collections.abc import Mapping
 # Direction of "better" for every headline metric.
 HIGHER_IS_BETTER = {"acc": True, "bwt": True, "fwt": True, "forgetting": False, "seconds_per_window": False}
 COLUMNS = ["acc", "bwt", "fwt", "forgetting", "seconds_per_window", "fast_state_bytes"]
+HEADERS = {"seconds_per_window": "s/window", "fast_state_bytes": "fast state"}
 
 
 def rank_methods(records: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
@@ -26,7 +27,7 @@ def format_value(column: str, value: float) -> str:
 
 
 def markdown_table(records: Mapping[str, Mapping[str, float]], order: list[str]) -> str:
-    header = "| method | " + " | ".join(COLUMNS) + " |"
+    header = "| method | " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
     rows = [f"| {name} | " + " | ".join(format_value(c, records[name][c]) for c in COLUMNS) + " |" for name in order]
     return "\n".join([header, rule, *rows]) + "\n"

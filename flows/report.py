@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from components.comparison import COLUMNS, format_value
+from components.comparison import COLUMNS, HEADERS, format_value
 from tasks.context import REPO_ROOT
 from tasks.tracking import tracking_uri
 
@@ -23,7 +23,7 @@ def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> 
     table = Table(title="slow-fast methods, best first (results/compare.md)")
     table.add_column("method")
     for column in COLUMNS:
-        table.add_column(column, justify="right")
+        table.add_column(HEADERS.get(column, column), justify="right")
     for name, record in records.items():
         table.add_row(name, *(format_value(c, record[c]) for c in COLUMNS))
     console = console or Console()
