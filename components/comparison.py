@@ -1,33 +1,64 @@
-"""The comparison table over methods, and which method wins by a chosen metric."""
+"""The comparison over methods: seed aggregation, ranking, and the table."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+
+import numpy as np
 
 # Direction of "better" for every headline metric.
-HIGHER_IS_BETTER = {"acc": True, "bwt": True, "fwt": True, "forgetting": False, "seconds_per_window": False}
-COLUMNS = ["acc", "bwt", "fwt", "forgetting", "seconds_per_window", "fast_state_bytes"]
+HIGHER_IS_BETTER = {
+    "acc": True, "bwt": True, "fwt": True, "forgetting": False, "min_acc": True, "wc_acc": True,
+    "seconds_per_window": False,
+}
+COLUMNS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "seconds_per_window", "fast_state_bytes"]
 HEADERS = {"seconds_per_window": "s/window", "fast_state_bytes": "fast state"}
 
 
-def rank_methods(records: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
-    """Method names from best to worst by `metric` (ties broken by name for determinism)."""
+def aggregate_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (0 for one seed) of every numeric metric."""
+    def numeric(run: Mapping) -> set[str]:
+        return {k for k, v in run.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+    keys = sorted(set.intersection(*map(numeric, per_seed)))  # e.g. a recovery that some seeds never make
+    values = {k: np.array([float(run[k]) for run in per_seed]) for k in keys}
+    return {
+        "mean": {k: float(v.mean()) for k, v in values.items()},
+        "std": {k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()},
+    }
+
+
+def rank_methods(means: Mapping[str, Mapping[str, float]], metric: str) -> list[str]:
+    """Method names from best to worst by the mean of `metric` (ties broken by name)."""
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"cannot rank by '{metric}'; choose one of {sorted(HIGHER_IS_BETTER)}")
     sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
-    return sorted(records, key=lambda name: (sign * records[name][metric], name))
+    return sorted(means, key=lambda name: (sign * means[name][metric], name))
 
 
-def format_value(column: str, value: float) -> str:
+def format_value(column: str, value: float, std: float | None = None) -> str:
     if column == "fast_state_bytes":
         return f"{value / 1024:.1f} KiB"
-    if column == "seconds_per_window":
-        return f"{value:.2f}"
-    return f"{value:+.3f}" if column in ("bwt", "fwt") else f"{value:.3f}"
+    text = f"{value:.2f}" if column == "seconds_per_window" else (
+        f"{value:+.3f}" if column in ("bwt", "fwt") else f"{value:.3f}"
+    )
+    if std is not None:
+        text += f" ± {std:.2f}" if column == "seconds_per_window" else f" ± {std:.3f}"
+    return text
 
 
-def markdown_table(records: Mapping[str, Mapping[str, float]], order: list[str]) -> str:
+def table_rows(summaries: Mapping[str, Mapping], order: list[str]) -> list[list[str]]:
+    """Cells of the table, `mean ± std` when the summaries hold more than one seed."""
+    rows = []
+    for name in order:
+        s = summaries[name]
+        several = len(s["seeds"]) > 1
+        rows.append([name] + [format_value(c, s["mean"][c], s["std"][c] if several else None) for c in COLUMNS])
+    return rows
+
+
+def markdown_table(summaries: Mapping[str, Mapping], order: list[str]) -> str:
     header = "| method | " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |"
     rule = "|---|" + "---|" * len(COLUMNS)
-    rows = [f"| {name} | " + " | ".join(format_value(c, records[name][c]) for c in COLUMNS) + " |" for name in order]
+    rows = ["| " + " | ".join(cells) + " |" for cells in table_rows(summaries, order)]
     return "\n".join([header, rule, *rows]) + "\n"

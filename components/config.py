@@ -43,19 +43,34 @@ class TrainParams(Strict):
     weight_decay: float = Field(0.0, ge=0)
 
 
+class EvaluationParams(Strict):
+    """Continual evaluation inside each window (see components/evaluation.py)."""
+
+    every_steps: int = Field(10, ge=0, description="evaluate every k optimizer steps; 0 = window ends only")
+    subset_rows: int = Field(100, ge=1, description="fixed, seeded test rows per window")
+    gap_tolerance: float = Field(0.01, ge=0, description="how close to the pre-window accuracy counts as recovered")
+
+
+class TrackingParams(Strict):
+    ui_url: str = Field("http://127.0.0.1:5000", description="where `mlflow ui` serves, for links from Prefect")
+
+
 class CompareParams(Strict):
-    champion_metric: Literal["acc", "bwt", "forgetting", "seconds_per_window"] = "acc"
+    champion_metric: Literal["acc", "bwt", "forgetting", "min_acc", "wc_acc", "seconds_per_window"] = "acc"
 
 
 class Params(Strict):
     seed: int = 0
+    seeds: list[int] = Field([0], min_length=1, description="one run of every method per seed")
     device: str = "auto"
     threads: int = Field(2, ge=0)
     stream: StreamParams = StreamParams()
     model: ModelParams = ModelParams()
     pretrain: TrainParams = TrainParams()
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    evaluation: EvaluationParams = EvaluationParams()
     compare: CompareParams = CompareParams()
+    tracking: TrackingParams = TrackingParams()
 
     def stream_dir(self, root: Path) -> Path:
         return root / "data" / "streams" / self.stream.name

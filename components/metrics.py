@@ -55,3 +55,47 @@ def summarize(matrix: np.ndarray) -> dict[str, float]:
         "fwt": forward_transfer(matrix),
         "forgetting": forgetting(matrix),
     }
+
+
+def min_accuracy(points: list) -> float | None:
+    """min-ACC: for each window j learned before the last one, the lowest accuracy on j seen
+    at any evaluation point after j was learned; averaged over those windows."""
+    last = max(p.window for p in points)
+    minima = []
+    for j in range(last):
+        after = [p.accuracies[j] for p in points if p.window > j]
+        if after:
+            minima.append(min(after))
+    return float(sum(minima) / len(minima)) if minima else None
+
+
+def worst_case_accuracy(points: list) -> float | None:
+    """WC-ACC = (1/k) acc_current + (1 - 1/k) min-ACC, with k the number of windows seen and
+    acc_current the last point's accuracy on the window being learned."""
+    low = min_accuracy(points)
+    if low is None:
+        return None
+    final = points[-1]
+    k = final.window + 1
+    return float(final.accuracies[final.window] / k + (1 - 1 / k) * low)
+
+
+def stability_gap(points: list, window: int, tolerance: float = 0.01) -> dict[str, float | None]:
+    """Depth and recovery of the dip in old-window accuracy while `window` is learned.
+
+    Uses the mean accuracy over windows 0..window-1 at each point of that window. depth =
+    accuracy at the window's start minus the lowest value during it; recovery_steps = steps
+    from the lowest point until the accuracy is back within `tolerance` of the start value
+    (None if it never comes back within the window).
+    """
+    trace = [p for p in points if p.window == window and p.old_accuracy is not None]
+    if not trace:
+        return {"depth": None, "recovery_steps": None}
+    start = trace[0].old_accuracy
+    low_index = min(range(len(trace)), key=lambda i: trace[i].old_accuracy)
+    depth = start - trace[low_index].old_accuracy
+    recovered = next((p.step for p in trace[low_index:] if p.old_accuracy >= start - tolerance), None)
+    return {
+        "depth": float(max(depth, 0.0)),
+        "recovery_steps": None if recovered is None else float(recovered - trace[low_index].step),
+    }

@@ -35,3 +35,55 @@ def matrix_csv(matrix: np.ndarray) -> str:
     header = "after," + ",".join(f"w{j}" for j in range(r.shape[1]))
     rows = [("slow" if i == 0 else f"w{i}") + "," + ",".join(f"{v:.6f}" for v in row) for i, row in enumerate(r)]
     return "\n".join([header, *rows]) + "\n"
+
+
+def continual_csv(points: list) -> str:
+    """One row per evaluation point: step, window being learned, mean old-window accuracy,
+    and the accuracy on every window seen so far (empty where not yet seen)."""
+    width = max(p.window for p in points) + 1
+    header = "step,window,acc_old," + ",".join(f"acc_w{j}" for j in range(width))
+    rows = []
+    for p in points:
+        old = "" if p.old_accuracy is None else f"{p.old_accuracy:.6f}"
+        cells = [f"{a:.6f}" for a in p.accuracies] + [""] * (width - len(p.accuracies))
+        rows.append(f"{p.step},{p.window},{old}," + ",".join(cells))
+    return "\n".join([header, *rows]) + "\n"
+
+
+def continual_curves(curves: dict[str, list], path: Path) -> Path:
+    """Accuracy on each window over optimizer steps, one panel per method: the stability
+    gap shows as the dip in old windows' accuracy at the start of each new window."""
+    fig, axes = plt.subplots(len(curves), 1, figsize=(9, 2.6 * len(curves)), squeeze=False)
+    for ax, (name, points) in zip(axes[:, 0], curves.items()):
+        width = max(p.window for p in points) + 1
+        for j in range(width):
+            seen = [p for p in points if p.window >= j]
+            ax.plot([p.step for p in seen], [p.accuracies[j] for p in seen], label=f"w{j}", linewidth=1.2)
+        for window in sorted({p.window for p in points}):
+            start = next(p.step for p in points if p.window == window)
+            ax.axvline(start, color="grey", linewidth=0.6, linestyle=":")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("accuracy")
+        ax.set_title(name)
+        ax.legend(loc="center right", fontsize=8, ncol=1)
+    axes[-1, 0].set_xlabel("optimizer step")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def headline_bars(summaries: dict[str, dict], metrics: list[str], path: Path) -> Path:
+    """Bar chart of headline metrics across methods, error bars = std over seeds."""
+    names = list(summaries)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        means = [summaries[n]["mean"][metric] for n in names]
+        stds = [summaries[n]["std"][metric] for n in names]
+        ax.bar(names, means, yerr=stds, capsize=3, color="tab:blue")
+        ax.set_title(metric)
+        ax.tick_params(axis="x", rotation=45)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return path

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+StepHook = Callable[[nn.Module], None]
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,8 +56,12 @@ def train(
     parameters: Iterable[nn.Parameter] | None = None,
     loss_fn: LossFn = cross_entropy_loss,
     weight_decay: float = 0.0,
+    on_step: StepHook | None = None,
 ) -> list[float]:
-    """Adam over `parameters` (default: the trainable ones); returns the mean loss per epoch."""
+    """Adam over `parameters` (default: the trainable ones); returns the mean loss per epoch.
+
+    `on_step(model)` runs after every optimizer step (continual evaluation hooks in here).
+    """
     params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     model.train()
@@ -68,6 +73,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step(model)
             total += loss.detach()
             batches += 1
         epoch_losses.append(float(total) / max(batches, 1))

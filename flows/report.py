@@ -25,7 +25,8 @@ def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> 
     for column in COLUMNS:
         table.add_column(HEADERS.get(column, column), justify="right")
     for name, record in records.items():
-        table.add_row(name, *(format_value(c, record[c]) for c in COLUMNS))
+        several = record["n_seeds"] > 1
+        table.add_row(name, *(format_value(c, record[c], record[f"{c}_std"] if several else None) for c in COLUMNS))
     console = console or Console()
     console.print(table)
     console.print(f"champion: {next(iter(records))} (MLflow registry alias 'champion')")

@@ -1,23 +1,38 @@
-"""Flow: run one method over every window of the stream, then summarize it."""
+"""Flow: run one method over every window of the stream, once per seed, then aggregate."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import flow
 
+from components.config import load_params
 from tasks.context import REPO_ROOT
-from tasks.stream import absorb, close_method_run, open_method_run
+from tasks.stream import absorb, close_method_run, open_method_run, summarize_seeds
 from tasks.tracking import end_run
 
 
 @flow(name="slow-fast-stream")
 def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    opened = open_method_run(method, params_path, root)
-    try:
-        windows = [absorb(method, k, opened["run_id"], params_path, root) for k in range(1, opened["num_windows"])]
-        return close_method_run(method, opened["run_id"], opened["baseline"], windows, params_path, root)
-    except BaseException:
-        end_run(opened["run_id"], "FAILED")
-        raise
+    seeds = load_params(Path(root) / params_path).seeds
+    records = []
+    for seed in seeds:
+        opened = open_method_run(method, seed, params_path, root)
+        try:
+            windows, step = [], 0
+            for k in range(1, opened["num_windows"]):
+                windows.append(absorb(method, seed, k, opened["run_id"], step, params_path, root))
+                step = windows[-1]["end_step"]
+            records.append(close_method_run(
+                method, seed, opened["run_id"], opened["baseline"], windows, seed == seeds[0], params_path, root
+            ))
+        except BaseException:
+            end_run(opened["run_id"], "FAILED")
+            raise
+    summary = summarize_seeds(method, records, params_path, root)
+    print(f"[{method}] {len(seeds)} seed(s): ACC {summary['mean']['acc']:.3f} ± {summary['std']['acc']:.3f}, "
+          f"{summary['mlflow_calls']} MLflow calls", flush=True)
+    return summary
 
 
 if __name__ == "__main__":

@@ -1,61 +1,128 @@
-"""Task: gather every method's summary, write the metrics file, crown the champion."""
+"""Task: gather every method's summary, write metrics and plot data, crown the champion,
+and publish the comparison to MLflow (a `comparison` run) and Prefect (artifacts).
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 from mlflow.exceptions import MlflowException
 from prefect import task
+from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import save_json
-from components.comparison import COLUMNS, markdown_table, rank_methods
+from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods, table_rows
 from components.config import load_params
 from components.errors import SlowfastError
+from components.plots import accuracy_heatmap, continual_curves, headline_bars
+from components.evaluation import EvalPoint
 from tasks import tracking
 from tasks.context import REPO_ROOT
 
+HEADLINE = ["acc", "bwt", "forgetting", "wc_acc"]
 
-def _load_records(root: Path, methods: list[str]) -> dict[str, dict]:
-    records = {}
+
+def _load_summaries(root: Path, methods: list[str]) -> dict[str, dict]:
+    summaries = {}
     for name in methods:
         path = root / "results" / "methods" / name / "metrics.json"
         if not path.is_file():
             raise SlowfastError(f"{path}: missing; run the stream stage for '{name}' (`dvc repro stream@{name}`)")
-        records[name] = json.loads(path.read_text())
-    return records
+        summaries[name] = json.loads(path.read_text())
+    return summaries
+
+
+def _continual_points(root: Path, name: str, seed: int) -> list[EvalPoint]:
+    """The curve of one seed, read back from the CSV the stream stage wrote."""
+    lines = (root / "results" / "methods" / name / f"seed{seed}" / "continual.csv").read_text().splitlines()
+    points = []
+    for line in lines[1:]:
+        step, window, _, *accs = line.split(",")
+        points.append(EvalPoint(int(step), int(window), tuple(float(a) for a in accs if a)))
+    return points
+
+
+def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -> Path:
+    """Files that `dvc plots show` renders (declared under `plots:` in dvc.yaml)."""
+    plots = root / "results" / "plots"
+    shutil.rmtree(plots, ignore_errors=True)
+    (plots / "continual").mkdir(parents=True)
+    lines = ["method," + ",".join(COLUMNS)]
+    lines += [f"{n}," + ",".join(f"{summaries[n]['mean'][c]:.6f}" for c in COLUMNS) for n in order]
+    (plots / "headline.csv").write_text("\n".join(lines) + "\n")
+    for name in order:
+        seed = summaries[name]["seeds"][0]
+        shutil.copy(root / "results" / "methods" / name / f"seed{seed}" / "continual.csv", plots / "continual" / f"{name}.csv")
+    return plots
 
 
 @task(name="compare-methods", cache_policy=NO_CACHE)
 def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     root_path = Path(root)
     params = load_params(root_path / params_path)
-    records = _load_records(root_path, list(params.methods))
+    summaries = _load_summaries(root_path, list(params.methods))
     metric = params.compare.champion_metric
-    order = rank_methods(records, metric)
-    table = markdown_table(records, order)
+    order = rank_methods({n: s["mean"] for n, s in summaries.items()}, metric)
+    table = markdown_table(summaries, order)
+    seeds = summaries[order[0]]["seeds"]
 
     results = root_path / "results"
-    save_json({name: {c: records[name][c] for c in COLUMNS} for name in order}, results / "compare.json", sort_keys=False)
-    (results / "compare.md").write_text(f"Methods on `{params.stream.name}`, best {metric} first.\n\n" + table)
+    metrics = {
+        n: {c: summaries[n]["mean"][c] for c in COLUMNS}
+        | {f"{c}_std": summaries[n]["std"][c] for c in COLUMNS}
+        | {"n_seeds": len(summaries[n]["seeds"])}
+        for n in order
+    }
+    save_json(metrics, results / "compare.json", sort_keys=False)
+    note = f"Methods on `{params.stream.name}`, best {metric} first; mean ± std over seeds {seeds}.\n\n"
+    (results / "compare.md").write_text(note + table)
+    plots = _write_plot_data(root_path, summaries, order)
 
     name = tracking.registered_model_name(params.stream.name)
     c = tracking.client()
     try:
         for alias, method in zip(("champion", "challenger"), order):
-            c.set_registered_model_alias(name, alias, records[method]["model_version"])
+            c.set_registered_model_alias(name, alias, summaries[method]["model_version"])
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "
             "the store may not hold these runs: `dvc repro --force` re-creates them"
         ) from None
+
     run_id = tracking.start_run(
         params.stream.name, "comparison",
         tags={"phase": "compare", "champion": order[0], "champion_metric": metric,
-              "stream_hash": records[order[0]]["stream_hash"]},
+              "stream_hash": summaries[order[0]]["stream_hash"]},
     )
+    figures = plots / "figures"
+    figures.mkdir()
+    for method in order:
+        accuracy_heatmap(np.array(summaries[method]["matrix_mean"]), f"{method} (mean over seeds)",
+                         figures / f"heatmap_{method}.png")
+    curves = {m: _continual_points(root_path, m, summaries[m]["seeds"][0]) for m in order}
+    continual_curves(curves, figures / "continual_accuracy.png")
+    headline_bars({m: summaries[m] for m in order}, HEADLINE, figures / "headline_metrics.png")
     tracking.log_text(run_id, table, "comparison.md")
+    tracking.log_artifact(run_id, plots / "headline.csv")
     tracking.log_artifact(run_id, results / "compare.json")
+    for figure in sorted(figures.iterdir()):
+        tracking.log_artifact(run_id, figure, "figures")
     tracking.end_run(run_id)
-    return {"order": order, "records": records, "metric": metric, "run_id": run_id}
+
+    headers = ["method"] + [HEADERS.get(col, col) for col in COLUMNS]
+    create_table_artifact(
+        key="slowfast-comparison",
+        table=[dict(zip(headers, row)) for row in table_rows(summaries, order)],
+        description=f"{params.stream.name}: best {metric} first; champion {order[0]}",
+    )
+    experiment = tracking.experiment_id(params.stream.name)
+    create_link_artifact(
+        key="slowfast-comparison-run",
+        link=f"{params.tracking.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}",
+        link_text=f"MLflow comparison run ({params.stream.name})",
+    )
+    return {"order": order, "summaries": summaries, "metric": metric, "run_id": run_id}

@@ -36,9 +36,10 @@ class RunContext:
         return self.root / ".slowfast" / "state" / self.params.stream.name
 
 
-def open_context(params_path: Path | str, root: Path | str = REPO_ROOT, seed_offset: int = 0) -> RunContext:
+def open_context(params_path: Path | str, root: Path | str = REPO_ROOT, seed: int | None = None) -> RunContext:
+    """Params, device and the stream; torch seeded with `seed` (default: params' `seed`)."""
     root = Path(root)
-    params = load_params(Path(root) / params_path if not Path(params_path).is_absolute() else params_path)
+    params = load_params(root / params_path)
     device = pick_device(params.device)
-    generator = configure_torch(params.threads, params.seed + seed_offset)
+    generator = configure_torch(params.threads, params.seed if seed is None else seed)
     return RunContext(params, root, device, generator, Stream(params.stream_dir(root), device))

@@ -1,5 +1,6 @@
-"""Tasks for one method over the stream: open its MLflow run, absorb each window (one task
-per window, state handed over through atomic checkpoints), then close with the summary.
+"""Tasks for one method over the stream, per seed: open its MLflow run, absorb each window
+(one task per window, state handed over through atomic checkpoints), close with the
+summary; then aggregate the seeds.
 """
 
 from __future__ import annotations
@@ -11,46 +12,52 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import load_state, save_json, save_state
+from components.comparison import aggregate_seeds
+from components.evaluation import ContinualEvaluator, EvalPoint
 from components.methods import build_method, entry_config, parse_method_config
 from components.methods.base import Method, MethodContext
-from components.metrics import summarize
+from components.metrics import min_accuracy, stability_gap, summarize, worst_case_accuracy
 from components.models import build_model
-from components.plots import accuracy_heatmap, matrix_csv
+from components.plots import accuracy_heatmap, continual_csv, matrix_csv
 from components.protocol import absorb_window, evaluate_windows
+from components.runtime import peak_memory_mb
 from tasks import tracking
 from tasks.context import REPO_ROOT, RunContext, open_context
 
 
-def _method(ctx: RunContext, entry: str, state_path: Path | None) -> Method:
+def _method(ctx: RunContext, entry: str, state_path: Path | None, evaluator: ContinualEvaluator | None = None) -> Method:
     p = ctx.params
     slow = build_model(p.model, ctx.stream.manifest.num_features, ctx.stream.num_classes)
     slow.load_state_dict(load_state(ctx.models_dir / "slow" / "model.pt"))
-    method = build_method(entry, entry_config(p.methods, entry), slow, MethodContext(ctx.stream, ctx.device, ctx.generator))
+    hook = evaluator.on_step if evaluator is not None else None
+    method = build_method(entry, entry_config(p.methods, entry), slow, MethodContext(ctx.stream, ctx.device, ctx.generator, hook))
     if state_path is not None:
         method.load_state_dict(load_state(state_path))
     return method
 
 
-def state_path(ctx: RunContext, entry: str, window: int) -> Path:
-    return ctx.state_dir / entry / f"window-{window:04d}.pt"
+def state_path(ctx: RunContext, entry: str, seed: int, window: int) -> Path:
+    return ctx.state_dir / entry / f"seed{seed}" / f"window-{window:04d}.pt"
+
+
+def seed_dir(ctx: RunContext, entry: str, seed: int) -> Path:
+    return ctx.results_dir / "methods" / entry / f"seed{seed}"
 
 
 @task(name="open-method-run", cache_policy=NO_CACHE)
-def open_method_run(entry: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def open_method_run(entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R)."""
-    ctx = open_context(params_path, root)
+    ctx = open_context(params_path, root, seed)
     p, manifest = ctx.params, ctx.stream.manifest
     config = parse_method_config(entry, entry_config(p.methods, entry))
-    kind = config.method or entry
-    slow_info_path = ctx.models_dir / "slow" / "info.json"
     run_id = tracking.start_run(
-        manifest.name, f"{entry}-seed{p.seed}",
+        manifest.name, f"{entry}-seed{seed}",
         tags={
-            "method": entry, "method_type": kind, "seed": str(p.seed), "stream": manifest.name,
+            "method": entry, "method_type": config.method or entry, "seed": str(seed), "stream": manifest.name,
             "stream_hash": manifest.content_hash, "phase": "stream",
         },
-        params={"method": config.model_dump(exclude_none=True), "seed": p.seed, "model": p.model.model_dump(),
-                "slow_model": str(slow_info_path.relative_to(ctx.root))},
+        params={"method": config.model_dump(exclude_none=True), "seed": seed, "model": p.model.model_dump(),
+                "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"},
     )
     baseline = evaluate_windows(_method(ctx, entry, None).predictor(), ctx.stream)
     tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
@@ -58,70 +65,126 @@ def open_method_run(entry: str, params_path: str = "params.yaml", root: str = st
 
 
 @task(name="absorb-window", cache_policy=NO_CACHE)
-def absorb(entry: str, window: int, parent_run_id: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    """Fast step on one window plus consolidation, evaluated on every window's test rows."""
-    ctx = open_context(params_path, root, seed_offset=window)
-    previous = state_path(ctx, entry, window - 1) if window > 1 else None
-    method = _method(ctx, entry, previous)
+def absorb(
+    entry: str, seed: int, window: int, parent_run_id: str, start_step: int = 0,
+    params_path: str = "params.yaml", root: str = str(REPO_ROOT),
+) -> dict:
+    """Fast step on one window plus consolidation, evaluated continually and at the end."""
+    ctx = open_context(params_path, root, seed * 1000 + window)
+    e = ctx.params.evaluation
+    evaluator = ContinualEvaluator(ctx.stream, e.every_steps, e.subset_rows, seed, step=start_step)
+    previous = state_path(ctx, entry, seed, window - 1) if window > 1 else None
+    method = _method(ctx, entry, previous, evaluator)
+    evaluator.start_window(window, method.predictor())
     result = absorb_window(method, ctx.stream, window)
-    save_state(method.state_dict(), state_path(ctx, entry, window))
+    evaluator.end_window(method.predictor())
+    save_state(method.state_dict(), state_path(ctx, entry, seed, window))
 
-    n_train = len(ctx.stream.window(window).y_train)
     summary = {
         "seconds": result.seconds,
         "samples_per_second": result.report.samples_seen / max(result.seconds, 1e-9),
         "fast_state_bytes": result.report.fast_state_bytes,
+        "peak_memory_mb": peak_memory_mb(ctx.device),
         "acc_seen": result.seen_accuracy,
         **{f"acc_w{j}": a for j, a in enumerate(result.accuracies)},
     }
     child = tracking.start_run(
-        ctx.stream.manifest.name, f"{entry}-window{window}", parent_run_id=parent_run_id,
-        tags={"method": entry, "window": str(window), "phase": "window"}, params={"train_rows": n_train},
+        ctx.stream.manifest.name, f"{entry}-seed{seed}-window{window}", parent_run_id=parent_run_id,
+        tags={"method": entry, "seed": str(seed), "window": str(window), "phase": "window"},
+        params={"train_rows": len(ctx.stream.window(window).y_train)},
     )
     tracking.log_series(child, {f"loss_{phase}": values for phase, values in result.report.losses.items()})
     tracking.log_metrics(child, summary)
     tracking.end_run(child)
     tracking.log_metrics(parent_run_id, summary, step=window)
+    tracking.log_points(parent_run_id, [(p.step, curve_metrics(p)) for p in evaluator.points])
 
     accs = " ".join(f"{a:.2f}" for a in result.accuracies[: window + 1])
     print(
-        f"[{entry}] window {window}/{ctx.stream.num_windows - 1}  {result.seconds:5.2f}s  "
+        f"[{entry} seed {seed}] window {window}/{ctx.stream.num_windows - 1}  {result.seconds:5.2f}s  "
         f"acc(seen) {result.seen_accuracy:.3f}  per window: {accs}",
         flush=True,
     )
     return {"window": window, "accuracies": result.accuracies, "seconds": result.seconds,
-            "fast_state_bytes": result.report.fast_state_bytes}
+            "fast_state_bytes": result.report.fast_state_bytes, "peak_memory_mb": summary["peak_memory_mb"],
+            "samples_per_second": summary["samples_per_second"],
+            "points": [p.as_dict() for p in evaluator.points], "end_step": evaluator.step}
+
+
+def curve_metrics(point: EvalPoint) -> dict[str, float]:
+    """Continual-evaluation metric names, logged with step = global optimizer step."""
+    out = {f"cl_acc_w{j}": a for j, a in enumerate(point.accuracies)}
+    if point.old_accuracy is not None:
+        out["cl_acc_old"] = point.old_accuracy
+    return out
 
 
 @task(name="close-method-run", cache_policy=NO_CACHE)
 def close_method_run(
-    entry: str, parent_run_id: str, baseline: list[float], windows: list[dict],
+    entry: str, seed: int, parent_run_id: str, baseline: list[float], windows: list[dict], register: bool,
     params_path: str = "params.yaml", root: str = str(REPO_ROOT),
 ) -> dict:
-    """Summary metrics, accuracy matrix (CSV + heatmap), final model logged and registered."""
-    ctx = open_context(params_path, root)
+    """Summary metrics, accuracy matrix (CSV + heatmap), continual curve; the model logged
+    and registered when `register` (one seed per method carries the registry version)."""
+    ctx = open_context(params_path, root, seed)
     manifest = ctx.stream.manifest
     matrix = np.array([baseline, *[w["accuracies"] for w in windows]])
+    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for w in windows for p in w["points"]]
+    tolerance = ctx.params.evaluation.gap_tolerance
+    gaps = {w["window"]: stability_gap(points, w["window"], tolerance) for w in windows}
+    depths = [g["depth"] for g in gaps.values() if g["depth"] is not None]
     summary = summarize(matrix) | {
+        "min_acc": min_accuracy(points),
+        "wc_acc": worst_case_accuracy(points),
+        "gap_depth": float(np.mean(depths)) if depths else 0.0,
         "seconds_per_window": float(np.mean([w["seconds"] for w in windows])),
+        "samples_per_second": float(np.mean([w["samples_per_second"] for w in windows])),
         "fast_state_bytes": float(max(w["fast_state_bytes"] for w in windows)),
+        "peak_memory_mb": float(max(w["peak_memory_mb"] for w in windows)),
     }
-    out = ctx.results_dir / "methods" / entry
+    for window, gap in gaps.items():
+        summary[f"gap_depth_w{window}"] = gap["depth"] if gap["depth"] is not None else 0.0
+        if gap["recovery_steps"] is not None:
+            summary[f"gap_recovery_steps_w{window}"] = gap["recovery_steps"]
+    out = seed_dir(ctx, entry, seed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "accuracy_matrix.csv").write_text(matrix_csv(matrix))
-    accuracy_heatmap(matrix, f"{entry} on {manifest.name}", out / "accuracy_matrix.png")
+    (out / "continual.csv").write_text(continual_csv(points))
+    accuracy_heatmap(matrix, f"{entry} (seed {seed}) on {manifest.name}", out / "accuracy_matrix.png")
     tracking.log_metrics(parent_run_id, summary, step=len(windows))
-    tracking.log_artifact(parent_run_id, out / "accuracy_matrix.csv")
-    tracking.log_artifact(parent_run_id, out / "accuracy_matrix.png")
+    for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
+        tracking.log_artifact(parent_run_id, out / name)
 
-    final = _method(ctx, entry, state_path(ctx, entry, len(windows)))
-    example = ctx.stream.window(0).x_test[:4].cpu().numpy()
-    version = tracking.log_and_register_model(
-        parent_run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
-        {"method": entry, "stream_hash": manifest.content_hash},
-    )  # ends the parent run as FINISHED
-    save_state(final.predictor().state_dict(), out / "model.pt")
-    record = {"method": entry, "mlflow_run_id": parent_run_id, "model_version": version,
-              "stream_hash": manifest.content_hash, **summary}
+    final = _method(ctx, entry, state_path(ctx, entry, seed, len(windows)))
+    record = {"method": entry, "seed": seed, "mlflow_run_id": parent_run_id, "stream_hash": manifest.content_hash,
+              "matrix": matrix.tolist(), **summary}
+    if register:
+        example = ctx.stream.window(0).x_test[:4].cpu().numpy()
+        record["model_version"] = tracking.log_and_register_model(
+            parent_run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
+            {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash},
+        )  # ends the parent run as FINISHED
+        save_state(final.predictor().state_dict(), out.parent / "model.pt")
+    else:
+        tracking.end_run(parent_run_id)
     save_json(record, out / "metrics.json")
     return record
+
+
+@task(name="summarize-seeds", cache_policy=NO_CACHE)
+def summarize_seeds(entry: str, records: list[dict], params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+    """Mean and std over seeds: the method's line in the comparison."""
+    ctx = open_context(params_path, root)
+    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed",)} for r in records])
+    summary = {
+        "method": entry,
+        "seeds": [r["seed"] for r in records],
+        "mlflow_run_ids": [r["mlflow_run_id"] for r in records],
+        "model_version": records[0]["model_version"],
+        "stream_hash": records[0]["stream_hash"],
+        "mlflow_calls": tracking.CALLS["count"],
+        "matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(),
+        **stats,
+    }
+    save_json(summary, ctx.results_dir / "methods" / entry / "metrics.json")
+    return summary

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,15 @@ from mlflow.tracking import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+CALLS = {"count": 0}  # MLflow client calls made by this process (reported per method run)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _counted(n: int = 1) -> None:
+    CALLS["count"] += n
 
 
 def tracking_uri(root: Path = REPO_ROOT) -> str:
@@ -86,7 +96,9 @@ def start_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = c.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
+    _counted()
     if params:
+        _counted()
         flat = flatten("", params)
         c.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
     return run.info.run_id
@@ -94,33 +106,48 @@ def start_run(
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
     """All scalars of one step in one call (one sqlite round trip instead of one per scalar)."""
-    items = [Metric(k, float(v), 0, step) for k, v in metrics.items()]
+    items = [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()]
     c = client()
     for i in range(0, len(items), MAX_BATCH):
+        _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
 
 def log_series(run_id: str, series: Mapping[str, list[float]]) -> None:
     """Curves such as per-epoch losses: each list logged with step = position."""
-    items = [Metric(name, float(v), 0, step) for name, values in series.items() for step, v in enumerate(values)]
+    items = [Metric(name, float(v), _now_ms(), step) for name, values in series.items() for step, v in enumerate(values)]
     c = client()
     for i in range(0, len(items), MAX_BATCH):
+        _counted()
+        c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+
+
+def log_points(run_id: str, points: list[tuple[int, Mapping[str, float]]]) -> None:
+    """Many (step, metrics) points in as few calls as the batch limit allows."""
+    items = [Metric(k, float(v), _now_ms(), step) for step, metrics in points for k, v in metrics.items()]
+    c = client()
+    for i in range(0, len(items), MAX_BATCH):
+        _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
 
 def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    _counted()
     client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
+    _counted()
     client().log_artifact(run_id, str(path), artifact_path)
 
 
 def log_text(run_id: str, text: str, filename: str) -> None:
+    _counted()
     client().log_text(run_id, text, filename)
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
+    _counted()
     client().set_terminated(run_id, status)
 
 
@@ -131,9 +158,12 @@ def log_and_register_model(
     import mlflow.pytorch
 
     client()
+    _counted(1 + len(tags))
     cpu_model = model.to("cpu").eval()
-    # The registry announces each new version on stderr; the caller reports it instead.
-    with mlflow.start_run(run_id=run_id), contextlib.redirect_stderr(io.StringIO()):
+    # The registry announces each new version on stderr and a tracking server's run links on
+    # stdout when the run ends; the stage prints its own summary instead.
+    quiet = io.StringIO()
+    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             cpu_model,
             name="model",

@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 # of each of its classes in both splits.
 TINY_PARAMS = {
     "seed": 0,
+    "seeds": [0],
     "device": "cpu",
     "threads": 1,
     "stream": {"name": "tiny-classinc", "num_samples": 1200, "test_fraction": 0.25},
@@ -31,7 +32,9 @@ TINY_PARAMS = {
         "distill": {"epochs": 1, "distill_epochs": 1},
         "joint": {"epochs": 1},
     },
+    "evaluation": {"every_steps": 1, "subset_rows": 40},
     "compare": {"champion_metric": "acc"},
+    "tracking": {"ui_url": "http://127.0.0.1:5000"},
 }
 
 

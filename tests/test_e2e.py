@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, tiny_params, write_params
 
@@ -31,7 +35,48 @@ def _copy_repository(dest: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(prefect_api_url, tmp_path_factory):
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback, with its own sqlite store and artifact proxy."""
+    home = tmp_path_factory.mktemp("mlflow-server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", str(home / "artifacts")],
+        cwd=home, stdout=subprocess.DEVNULL, stderr=(home / "server.log").open("w"),
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None:
+                pytest.fail(f"mlflow server exited: {(home / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("mlflow server did not answer /health within 90 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def rest(base: str, path: str, body: dict | None = None, **query) -> dict:
+    """One call to MLflow's REST API: GET with query parameters, or POST with a JSON body."""
+    url = f"{base}/api/2.0/mlflow/{path}"
+    if query:
+        url += "?" + urllib.parse.urlencode(query)
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def project(prefect_api_url, mlflow_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("repo")
     _copy_repository(root)
     write_params(root, tiny_params())
@@ -39,7 +84,7 @@ def project(prefect_api_url, tmp_path_factory):
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PREFECT_API_URL": prefect_api_url,  # the session's test server: no temporary server per stage
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "MLFLOW_TRACKING_URI": mlflow_server,
     }
 
     def run(*args: str) -> subprocess.CompletedProcess:
@@ -55,22 +100,45 @@ def test_repro_runs_every_stage_quietly(project):
     out = first.stdout + first.stderr
     for stage in ("prepare", "pretrain", "stream@finetune", "stream@lora", "stream@distill", "stream@joint", "compare"):
         assert f"Running stage '{stage}'" in out
-    assert "[lora] window 3/3" in out  # one progress line per window
+    assert "[lora seed 0] window 3/3" in out  # one progress line per window
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
     assert "Traceback" not in out
     assert "Warning" not in out and "WARNING" not in out
     assert "Starting temporary server" not in out
 
 
-def test_mlflow_holds_a_run_per_method_and_the_champion(project):
-    client = MlflowClient(tracking_uri=project["env"]["MLFLOW_TRACKING_URI"])
-    experiment = client.get_experiment_by_name("tiny-classinc")
-    runs = client.search_runs([experiment.experiment_id], "tags.phase = 'stream'")
-    assert sorted(r.data.tags["method"] for r in runs) == ["distill", "finetune", "joint", "lora"]
-    assert all(r.info.status == "FINISHED" for r in runs)
-    champion = client.get_model_version_by_alias("slowfast-tiny-classinc", "champion")
-    compare = yaml.safe_load((project["root"] / "results" / "compare.json").read_text())
-    assert champion.tags["method"] == next(iter(compare))
+def test_the_mlflow_server_holds_runs_histories_artifacts_and_the_champion(project):
+    base = project["env"]["MLFLOW_TRACKING_URI"]
+    experiment = rest(base, "experiments/get-by-name", experiment_name="tiny-classinc")["experiment"]
+    runs = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                      "filter": "tags.phase = 'stream'", "max_results": 100})["runs"]
+    tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+    assert sorted(t["method"] for t in tags) == ["distill", "finetune", "joint", "lora"]
+    assert all(r["info"]["status"] == "FINISHED" for r in runs)
+
+    lora = next(r for r, t in zip(runs, tags) if t["method"] == "lora")["info"]["run_id"]
+    history = rest(base, "metrics/get-history", run_id=lora, metric_key="acc_seen")["metrics"]
+    assert sorted(m["step"] for m in history) == [0, 1, 2, 3]
+    curve = rest(base, "metrics/get-history", run_id=lora, metric_key="cl_acc_w0")["metrics"]
+    assert len(curve) > 4
+    files = {f["path"] for f in rest(base, "artifacts/list", run_id=lora)["files"]}
+    assert {"accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"} <= files
+
+    champion = rest(base, "registered-models/alias", name="slowfast-tiny-classinc", alias="champion")
+    compare = json.loads((project["root"] / "results" / "compare.json").read_text())
+    version_tags = {t["key"]: t["value"] for t in champion["model_version"]["tags"]}
+    assert version_tags["method"] == next(iter(compare))
+    assert champion["model_version"]["run_id"] in {r["info"]["run_id"] for r in runs}
+
+
+def test_dvc_metrics_and_plots_show_the_pipeline_outputs(project):
+    metrics = project["run"]("dvc", "metrics", "show", "--json")
+    assert metrics.returncode == 0, metrics.stderr
+    assert "lora" in metrics.stdout and "acc_std" in metrics.stdout
+    plots = project["run"]("dvc", "plots", "show", "-o", "dvc_plots")
+    assert plots.returncode == 0, plots.stderr
+    html = (project["root"] / "dvc_plots" / "index.html").read_text()
+    assert "continual" in html and "headline" in html
 
 
 def test_second_repro_reruns_nothing_and_a_param_change_reruns_only_its_method(project):

@@ -19,7 +19,7 @@ def pipeline(prefect_api_url, tmp_path_factory):
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
-    params = tiny_params()
+    params = tiny_params(seeds=[0, 1])
     params["methods"] = {k: params["methods"][k] for k in ("finetune", "lora")}
     write_params(root, params)
 
@@ -40,9 +40,12 @@ def _client(pipeline) -> MlflowClient:
     return MlflowClient(tracking_uri=pipeline["uri"])
 
 
-def _method_run(pipeline, method):
-    client = _client(pipeline)
-    return client.get_run(pipeline["records"][method]["mlflow_run_id"])
+def _run_id(pipeline, method, seed_index=0):
+    return pipeline["records"][method]["mlflow_run_ids"][seed_index]
+
+
+def _method_run(pipeline, method, seed_index=0):
+    return _client(pipeline).get_run(_run_id(pipeline, method, seed_index))
 
 
 def test_one_experiment_per_stream_with_a_parent_run_per_method(pipeline):
@@ -51,8 +54,8 @@ def test_one_experiment_per_stream_with_a_parent_run_per_method(pipeline):
     assert experiment is not None
     runs = client.search_runs([experiment.experiment_id])
     names = sorted(r.info.run_name for r in runs)
-    assert {"pretrain", "finetune-seed0", "lora-seed0", "comparison"} <= set(names)
-    assert sum(n.startswith("finetune-window") for n in names) == 3
+    assert {"pretrain", "finetune-seed0", "finetune-seed1", "lora-seed0", "lora-seed1", "comparison"} <= set(names)
+    assert sum(n.startswith("finetune-seed1-window") for n in names) == 3
 
 
 def test_parent_run_carries_params_commit_and_stream_hash(pipeline):
@@ -66,18 +69,19 @@ def test_parent_run_carries_params_commit_and_stream_hash(pipeline):
 
 def test_per_window_metrics_use_the_window_index_as_step(pipeline):
     client = _client(pipeline)
-    run_id = pipeline["records"]["finetune"]["mlflow_run_id"]
+    run_id = _run_id(pipeline, "finetune")
     history = client.get_metric_history(run_id, "acc_seen")
     assert [m.step for m in history] == [0, 1, 2, 3]
     final = _method_run(pipeline, "finetune").data.metrics
     for key in ("acc", "bwt", "fwt", "forgetting", "seconds_per_window"):
         assert key in final
-    assert final["acc"] == pytest.approx(pipeline["records"]["finetune"]["acc"])
+    seed_accs = [_method_run(pipeline, "finetune", i).data.metrics["acc"] for i in (0, 1)]
+    assert pipeline["records"]["finetune"]["mean"]["acc"] == pytest.approx(sum(seed_accs) / 2)
 
 
 def test_child_runs_per_window_hold_the_loss_curve(pipeline):
     client = _client(pipeline)
-    parent = pipeline["records"]["lora"]["mlflow_run_id"]
+    parent = _run_id(pipeline, "lora")
     experiment = client.get_experiment_by_name("tiny-classinc")
     children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     assert sorted(r.data.tags["window"] for r in children) == ["1", "2", "3"]
@@ -86,10 +90,10 @@ def test_child_runs_per_window_hold_the_loss_curve(pipeline):
 
 def test_matrix_artifacts_and_registered_model(pipeline):
     client = _client(pipeline)
-    run_id = pipeline["records"]["finetune"]["mlflow_run_id"]
+    run_id = _run_id(pipeline, "finetune")
     artifacts = {a.path for a in client.list_artifacts(run_id)}
-    assert {"accuracy_matrix.csv", "accuracy_matrix.png"} <= artifacts
-    csv = (pipeline["root"] / "results" / "methods" / "finetune" / "accuracy_matrix.csv").read_text().splitlines()
+    assert {"accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"} <= artifacts
+    csv = (pipeline["root"] / "results" / "methods" / "finetune" / "seed0" / "accuracy_matrix.csv").read_text().splitlines()
     assert csv[0] == "after,w0,w1,w2,w3" and len(csv) == 5
     version = client.get_model_version("slowfast-tiny-classinc", pipeline["records"]["finetune"]["model_version"])
     assert version.run_id == run_id
@@ -98,7 +102,7 @@ def test_matrix_artifacts_and_registered_model(pipeline):
 def test_champion_alias_goes_to_the_best_method(pipeline):
     client = _client(pipeline)
     records = pipeline["records"]
-    best = max(records, key=lambda m: records[m]["acc"])
+    best = max(records, key=lambda m: records[m]["mean"]["acc"])
     champion = client.get_model_version_by_alias("slowfast-tiny-classinc", "champion")
     assert str(champion.version) == records[best]["model_version"]
     challenger = client.get_model_version_by_alias("slowfast-tiny-classinc", "challenger")
@@ -127,3 +131,49 @@ def test_flow_runs_are_recorded_by_prefect(pipeline):
     import asyncio
 
     assert len(asyncio.run(completed())) >= 5
+
+
+def test_continual_curve_is_logged_per_evaluation_point(pipeline):
+    client = _client(pipeline)
+    run_id = _run_id(pipeline, "finetune")
+    steps = [m.step for m in client.get_metric_history(run_id, "cl_acc_w0")]
+    assert steps == sorted(steps) and len(steps) > 4  # more points than windows
+    old = client.get_metric_history(run_id, "cl_acc_old")
+    assert len(old) == len(steps)  # every point is inside some window >= 1, so it has old windows
+    metrics = _method_run(pipeline, "finetune").data.metrics
+    for key in ("min_acc", "wc_acc", "gap_depth", "gap_depth_w1", "samples_per_second", "peak_memory_mb"):
+        assert key in metrics
+
+
+def test_seed_summary_has_mean_and_std(pipeline):
+    summary = pipeline["records"]["lora"]
+    assert summary["seeds"] == [0, 1]
+    accs = [_method_run(pipeline, "lora", i).data.metrics["acc"] for i in (0, 1)]
+    assert summary["std"]["acc"] == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    table = (pipeline["root"] / "results" / "compare.md").read_text()
+    assert "±" in table
+
+
+def test_comparison_run_holds_table_and_plots(pipeline):
+    client = _client(pipeline)
+    run_id = pipeline["compared"]["run_id"]
+    top = {a.path for a in client.list_artifacts(run_id)}
+    assert {"comparison.md", "headline.csv", "compare.json", "figures"} <= top
+    figures = {a.path for a in client.list_artifacts(run_id, "figures")}
+    assert {"figures/continual_accuracy.png", "figures/headline_metrics.png", "figures/heatmap_lora.png"} <= figures
+
+
+def test_prefect_holds_the_table_and_the_link(pipeline):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read(key):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+
+    tables = asyncio.run(read("slowfast-comparison"))
+    assert tables and tables[0].type == "table" and "lora" in str(tables[0].data)
+    links = asyncio.run(read("slowfast-comparison-run"))
+    assert links and pipeline["compared"]["run_id"] in str(links[0].data)

@@ -19,7 +19,7 @@ from torch import nn
 
 from components.data.loading import Stream, Window
 from components.models import SlowNet, state_bytes
-from components.training import LossFn, cross_entropy_loss, masked_cross_entropy
+from components.training import LossFn, StepHook, cross_entropy_loss, masked_cross_entropy, train
 
 
 class MethodConfig(BaseModel):
@@ -43,6 +43,7 @@ class MethodContext:
     stream: Stream
     device: torch.device
     generator: torch.Generator
+    on_step: StepHook | None = None
 
 
 @dataclass
@@ -67,6 +68,17 @@ class Method(ABC):
     @abstractmethod
     def learn_window(self, window: Window) -> WindowReport:
         """Absorb one window (fast step) and apply this method's consolidation rule."""
+
+    def fit(
+        self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int | None = None,
+        lr: float | None = None, loss_fn: LossFn | None = None,
+    ) -> list[float]:
+        """`train` with this method's batch size, seeded batch order and step hook."""
+        c = self.config
+        return train(
+            model, x, y, epochs=epochs or c.epochs, lr=lr or c.lr, batch_size=c.batch_size,
+            generator=self.context.generator, loss_fn=loss_fn or cross_entropy_loss, on_step=self.context.on_step,
+        )
 
     def window_loss(self, window: Window) -> LossFn:
         """The supervised loss on a window, masked to its classes when `masked_loss` is set."""

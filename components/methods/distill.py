@@ -20,7 +20,7 @@ from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
 from components.models import state_bytes
-from components.training import predict_logits, train
+from components.training import predict_logits
 
 
 class DistillConfig(MethodConfig):
@@ -69,16 +69,11 @@ class Distill(Method):
     def learn_window(self, window: Window) -> WindowReport:
         c = self.config
         fast = copy.deepcopy(self.slow)
-        fast_losses = train(
-            fast, window.x_train, window.y_train,
-            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, generator=self.context.generator,
-            loss_fn=self.window_loss(window),
-        )
+        fast_losses = self.fit(fast, window.x_train, window.y_train, loss_fn=self.window_loss(window))
         # Teacher outputs are fixed for the whole distillation: compute them once.
         targets = self.teacher_logits(fast, window)
-        distill_losses = train(
-            self.slow, window.x_train, targets,
-            epochs=c.distill_epochs, lr=c.distill_lr, batch_size=c.batch_size, generator=self.context.generator,
+        distill_losses = self.fit(
+            self.slow, window.x_train, targets, epochs=c.distill_epochs, lr=c.distill_lr,
             loss_fn=lambda model, x, t: kd_loss(model(x), t, c.temperature),
         )
         self.windows_learned.append(window.index)

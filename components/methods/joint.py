@@ -7,7 +7,6 @@ import torch
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, WindowReport
-from components.training import train
 
 
 @register
@@ -19,9 +18,7 @@ class Joint(Method):
         seen = [self.context.stream.window(i) for i in (0, *self.windows_learned, window.index)]
         x = torch.cat([w.x_train for w in seen])
         y = torch.cat([w.y_train for w in seen])
-        losses = train(
-            self.slow, x, y, epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, generator=self.context.generator
-        )
+        losses = self.fit(self.slow, x, y)
         self.windows_learned.append(window.index)
         # The "fast state" of joint is the whole history it must keep to retrain.
         return WindowReport({"train": losses}, samples_seen=c.epochs * len(y), fast_state_bytes=x.nbytes + y.nbytes)

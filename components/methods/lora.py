@@ -13,7 +13,6 @@ from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
 from components.models import adaptable_layers, state_bytes
-from components.training import train
 
 
 class LoraMethodConfig(MethodConfig):
@@ -39,14 +38,8 @@ class Lora(Method):
 
     def adapt(self, window: Window) -> tuple[PeftModel, list[float]]:
         """Fast step: train only the adapter on the window."""
-        c = self.config
         adapted = self.attach_adapter()
-        losses = train(
-            adapted, window.x_train, window.y_train,
-            epochs=c.epochs, lr=c.lr, batch_size=c.batch_size, generator=self.context.generator,
-            loss_fn=self.window_loss(window),
-        )
-        return adapted, losses
+        return adapted, self.fit(adapted, window.x_train, window.y_train, loss_fn=self.window_loss(window))
 
     def merge(self, adapted: PeftModel) -> None:
         """Consolidation: fold the adapter into the slow weights and drop the peft wrapper."""

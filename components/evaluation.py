@@ -1,0 +1,81 @@
+"""Continual evaluation: accuracy on fixed subsets of every seen window, every k steps.
+
+Evaluating only at the end of each window hides the forgetting that happens inside it (the
+stability gap, De Lange et al. 2023). The evaluator hooks into the training loop through
+`MethodContext.on_step` and records the accuracy of the model being trained (for `lora`
+the slow model plus its adapter, for `distill` the fast copy and then the student) on a
+seeded subset of each seen window's test rows. Subsets are fixed for the whole run, so
+every point of a curve measures the same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from components.data.loading import Stream
+from components.training import accuracy
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    step: int  # global optimizer step over the whole stream
+    window: int  # the window being learned
+    accuracies: tuple[float, ...]  # on windows 0..window
+
+    @property
+    def old_accuracy(self) -> float | None:
+        """Mean accuracy on the windows learned before this one (None during window 0)."""
+        old = self.accuracies[: self.window]
+        return sum(old) / len(old) if old else None
+
+    def as_dict(self) -> dict:
+        return {"step": self.step, "window": self.window, "accuracies": list(self.accuracies)}
+
+
+@dataclass
+class ContinualEvaluator:
+    stream: Stream
+    every: int  # evaluate every `every` steps; 0 = only at window start and end
+    subset: int  # test rows per window
+    seed: int
+    step: int = 0
+    window: int = 0
+    points: list[EvalPoint] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _rows(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self._subsets:
+            w = self.stream.window(index)
+            order = torch.randperm(len(w.y_test), generator=torch.Generator().manual_seed(self.seed * 1000 + index))
+            keep = order[: self.subset].sort().values.to(w.x_test.device)
+            self._subsets[index] = (w.x_test[keep], w.y_test[keep])
+        return self._subsets[index]
+
+    def record(self, model: nn.Module) -> EvalPoint:
+        if self.points and self.points[-1].step == self.step and self.points[-1].window == self.window:
+            return self.points[-1]
+        accs = tuple(accuracy(model, *self._rows(j)) for j in range(self.window + 1))
+        point = EvalPoint(self.step, self.window, accs)
+        self.points.append(point)
+        return point
+
+    def start_window(self, index: int, model: nn.Module) -> None:
+        """The pre-window point: what the model knows before it sees window `index`."""
+        self.window = index
+        self.record(model)
+
+    def on_step(self, model: nn.Module) -> None:
+        self.step += 1
+        if self.every and self.step % self.every == 0:
+            self.record(model)
+
+    def end_window(self, model: nn.Module) -> None:
+        """The point after consolidation: the model that will serve until the next window."""
+        if self.points and self.points[-1].step == self.step:
+            self.points.pop()  # replace a same-step point by the consolidated model's
+        self.record(model)
