@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from components.data.loading import Stream
-from components.training import accuracy
+from components.training import predict_logits
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class ContinualEvaluator:
 
     def __post_init__(self) -> None:
         self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._joined: tuple[int, torch.Tensor, torch.Tensor, list[int]] | None = None
 
     def _rows(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self._subsets:
@@ -56,10 +57,21 @@ class ContinualEvaluator:
             self._subsets[index] = (w.x_test[keep], w.y_test[keep])
         return self._subsets[index]
 
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """All seen windows' rows as one batch (one forward pass per point, not one per window)."""
+        if self._joined is None or self._joined[0] != self.window:
+            parts = [self._rows(j) for j in range(self.window + 1)]
+            x = torch.cat([p[0] for p in parts])
+            y = torch.cat([p[1] for p in parts])
+            self._joined = (self.window, x, y, [len(p[1]) for p in parts])
+        return self._joined[1], self._joined[2], self._joined[3]
+
     def record(self, model: nn.Module) -> EvalPoint:
         if self.points and self.points[-1].step == self.step and self.points[-1].window == self.window:
             return self.points[-1]
-        accs = tuple(accuracy(model, *self._rows(j)) for j in range(self.window + 1))
+        x, y, sizes = self._batch()
+        correct = (predict_logits(model, x).argmax(dim=1) == y).float()
+        accs = tuple(float(chunk.mean()) for chunk in correct.split(sizes))
         point = EvalPoint(self.step, self.window, accs)
         self.points.append(point)
         return point
