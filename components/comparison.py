@@ -36,14 +36,14 @@ def rank_methods(means: Mapping[str, Mapping[str, float]], metric: str) -> list[
     return sorted(means, key=lambda name: (sign * means[name][metric], name))
 
 
-def format_value(column: str, value: float, std: float | None = None) -> str:
+def format_value(column: str, value: float, std: float | None = None, sep: str = " ± ") -> str:
     if column == "fast_state_bytes":
         return f"{value / 1024:.1f} KiB"
     text = f"{value:.2f}" if column == "seconds_per_window" else (
         f"{value:+.3f}" if column in ("bwt", "fwt") else f"{value:.3f}"
     )
     if std is not None:
-        text += f" ± {std:.2f}" if column == "seconds_per_window" else f" ± {std:.3f}"
+        text += f"{sep}{std:.2f}" if column == "seconds_per_window" else f"{sep}{std:.3f}"
     return text
 
 

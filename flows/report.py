@@ -21,13 +21,14 @@ def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> 
         return False
     records = json.loads(path.read_text())
     table = Table(title="slow-fast methods, best first (results/compare.md)")
-    table.add_column("method")
+    table.add_column("method", no_wrap=True)
     for column in COLUMNS:
-        table.add_column(HEADERS.get(column, column), justify="right")
+        table.add_column(HEADERS.get(column, column), justify="right", no_wrap=True)
     for name, record in records.items():
         several = record["n_seeds"] > 1
-        table.add_row(name, *(format_value(c, record[c], record[f"{c}_std"] if several else None) for c in COLUMNS))
-    console = console or Console()
+        table.add_row(name, *(format_value(c, record[c], record[f"{c}_std"] if several else None, "±") for c in COLUMNS))
+    # Logs and pipes get a width that fits the table; a terminal keeps its own.
+    console = console or Console(width=None if sys.stdout.isatty() else 150)
     console.print(table)
     console.print(f"champion: {next(iter(records))} (MLflow registry alias 'champion')")
     return True
