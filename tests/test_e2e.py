@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params, write_params
+from tests.conftest import REPO, TINY_PARAMS, tiny_params, write_params
 
 pytestmark = pytest.mark.e2e
 
@@ -98,7 +98,8 @@ def test_repro_runs_every_stage_quietly(project):
     first = project["first"]
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout + first.stderr
-    for stage in ("prepare", "pretrain", "stream@finetune", "stream@lora", "stream@distill", "stream@joint", "compare"):
+    stages = ["prepare", "pretrain", *(f"stream@{m}" for m in TINY_PARAMS["methods"]), "compare"]
+    for stage in stages:
         assert f"Running stage '{stage}'" in out
     assert "[lora seed 0] window 3/3" in out  # one progress line per window
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
@@ -113,7 +114,7 @@ def test_the_mlflow_server_holds_runs_histories_artifacts_and_the_champion(proje
     runs = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                       "filter": "tags.phase = 'stream'", "max_results": 100})["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-    assert sorted(t["method"] for t in tags) == ["distill", "finetune", "joint", "lora"]
+    assert sorted(t["method"] for t in tags) == sorted(TINY_PARAMS["methods"])
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
 
     lora = next(r for r, t in zip(runs, tags) if t["method"] == "lora")["info"]["run_id"]

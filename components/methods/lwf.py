@@ -1,0 +1,54 @@
+"""lwf (Learning without Forgetting, Li & Hoiem 2016): finetune on the window while a frozen
+copy of the model from before the window teaches, through temperature-softened
+distillation, what it answered on the classes it already knew.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from pydantic import Field
+
+from components.data.loading import Window
+from components.methods import register
+from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.distill import kd_loss
+from components.models import state_bytes
+
+
+class LwfConfig(MethodConfig):
+    alpha: float = Field(1.0, ge=0, description="weight of the distillation term")
+    temperature: float = Field(2.0, gt=0)
+
+
+@register
+class Lwf(Method):
+    name = "lwf"
+    Config = LwfConfig
+
+    def known_classes(self) -> list[int]:
+        stream = self.context.stream
+        return sorted({c for i in (0, *self.windows_learned) for c in stream.window(i).classes})
+
+    def learn_window(self, window: Window) -> WindowReport:
+        c = self.config
+        teacher = copy.deepcopy(self.slow).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        old = torch.tensor(self.known_classes(), device=window.x_train.device)
+        base_loss = self.window_loss(window)
+
+        def loss(model, x, y):
+            logits = model(x)
+            with torch.no_grad():
+                target = teacher(x)
+            ce = base_loss(lambda _: logits, x, y)
+            return ce + c.alpha * kd_loss(logits[:, old], target[:, old], c.temperature)
+
+        losses = self.fit(self.slow, window.x_train, window.y_train, loss_fn=loss)
+        self.windows_learned.append(window.index)
+        return WindowReport(
+            {"train": losses}, samples_seen=c.epochs * len(window.y_train),
+            fast_state_bytes=state_bytes(teacher.state_dict()),
+        )

@@ -1,0 +1,105 @@
+"""The mechanism of each method, not just that it runs."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from components.buffers import ReservoirBuffer
+from components.methods.regularized import diagonal_fisher
+from components.training import predict_logits
+
+from tests.test_methods import _method
+
+
+def test_reservoir_keeps_every_item_with_equal_probability():
+    n_items, capacity, trials = 60, 10, 2000
+    counts = np.zeros(n_items)
+    x = torch.arange(n_items, dtype=torch.float32).unsqueeze(1)
+    y = torch.zeros(n_items, dtype=torch.long)
+    for trial in range(trials):
+        buffer = ReservoirBuffer(capacity, 1)
+        generator = torch.Generator().manual_seed(trial)
+        for chunk in range(0, n_items, 7):  # offered in batches, as windows arrive
+            buffer.add(x[chunk : chunk + 7], y[chunk : chunk + 7], generator)
+        assert len(buffer) == capacity
+        counts[buffer.x[:, 0].long().numpy()] += 1
+    expected = trials * capacity / n_items
+    chi2 = ((counts - expected) ** 2 / expected).sum()
+    assert chi2 < stats.chi2.ppf(0.999, n_items - 1), f"inclusion counts far from uniform: {counts}"
+
+
+def test_class_balanced_reservoir_gives_a_late_class_its_share():
+    buffer = ReservoirBuffer(100, 1, class_balanced=True)
+    generator = torch.Generator().manual_seed(0)
+    buffer.add(torch.zeros(900, 1), torch.zeros(900, dtype=torch.long), generator)
+    buffer.add(torch.ones(100, 1), torch.ones(100, dtype=torch.long), generator)
+    assert len(buffer) == 100
+    assert torch.bincount(buffer.y).tolist() == [50, 50]
+    plain = ReservoirBuffer(100, 1)
+    plain.add(torch.zeros(900, 1), torch.zeros(900, dtype=torch.long), generator)
+    plain.add(torch.ones(100, 1), torch.ones(100, dtype=torch.long), generator)
+    assert torch.bincount(plain.y, minlength=2)[1] < 30  # plain reservoir: about 10
+
+
+def test_replay_buffer_holds_old_and_new_windows_within_its_bound(tiny_root):
+    method, stream = _method(tiny_root, "replay", raw={"epochs": 1, "buffer_size": 64})
+    method.learn_window(stream.window(1))
+    classes = set(method.buffer.y[: len(method.buffer)].tolist())
+    assert len(method.buffer) == 64
+    assert classes & {0, 1, 2, 3} and classes & {4, 5}
+
+
+def test_penalty_is_zero_at_the_anchor_and_grows_quadratically(tiny_root):
+    method, stream = _method(tiny_root, "ewc", raw={"strength": 10.0, "fisher_samples": 64})
+    method.set_anchor(stream.window(0))
+    model = method.slow
+    assert method.penalty(model).item() == 0.0
+    direction = {k: torch.randn_like(v) for k, v in model.named_parameters()}
+    values = []
+    for scale in (0.01, 0.02):
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                p.copy_(method.anchor[k] + scale * direction[k])
+        values.append(method.penalty(model).item())
+    assert values[0] > 0
+    assert values[1] == pytest.approx(4 * values[0], rel=1e-4)
+
+
+def test_fisher_matches_per_sample_gradients_computed_one_by_one(tiny_root):
+    method, stream = _method(tiny_root, "ewc")
+    w = stream.window(0)
+    x, y = w.x_train[:5], w.y_train[:5]
+    fisher = diagonal_fisher(method.slow, x, y)
+    manual = {k: torch.zeros_like(v) for k, v in method.slow.named_parameters()}
+    for i in range(5):
+        method.slow.zero_grad()
+        F.cross_entropy(method.slow(x[i : i + 1]), y[i : i + 1]).backward()
+        for k, p in method.slow.named_parameters():
+            manual[k] += p.grad**2 / 5
+    for k in manual:
+        torch.testing.assert_close(fisher[k], manual[k], rtol=1e-4, atol=1e-7)
+
+
+def test_l2_weighs_every_weight_equally(tiny_root):
+    method, stream = _method(tiny_root, "l2", raw={"strength": 2.0})
+    method.set_anchor(stream.window(0))
+    assert all(torch.equal(v, torch.ones_like(v)) for v in method.importance.values())
+    with torch.no_grad():
+        for p in method.slow.parameters():
+            p.add_(0.1)
+    n = sum(p.numel() for p in method.slow.parameters())
+    assert method.penalty(method.slow).item() == pytest.approx(2.0 / 2 * n * 0.01, rel=1e-4)
+
+
+def test_lwf_keeps_old_class_outputs_closer_to_the_old_model_than_finetune(tiny_root):
+    def drift(entry):
+        method, stream = _method(tiny_root, entry, raw={"epochs": 3, "lr": 0.003, **({"alpha": 5.0} if entry == "lwf" else {})})
+        x = stream.window(0).x_test
+        before = F.log_softmax(predict_logits(method.slow, x)[:, :4], dim=1)
+        method.learn_window(stream.window(1))
+        after = F.log_softmax(predict_logits(method.slow, x)[:, :4], dim=1)
+        return F.kl_div(after, before, reduction="batchmean", log_target=True).item()
+
+    assert drift("lwf") < drift("finetune")
