@@ -53,17 +53,22 @@ def train(
     lr: float,
     batch_size: int,
     generator: torch.Generator,
-    parameters: Iterable[nn.Parameter] | None = None,
+    parameters: Iterable[nn.Parameter] | Iterable[dict] | None = None,
     loss_fn: LossFn = cross_entropy_loss,
     weight_decay: float = 0.0,
     on_step: StepHook | None = None,
 ) -> list[float]:
-    """Adam over `parameters` (default: the trainable ones); returns the mean loss per epoch.
+    """Adam over `parameters` (default: the model's trainable ones; or parameter groups with
+    their own learning rates); returns the mean loss per epoch.
 
     `on_step(model)` runs after every optimizer step (continual evaluation hooks in here).
     """
-    params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    source = list(parameters) if parameters is not None else list(model.parameters())
+    if source and isinstance(source[0], dict):  # parameter groups, each with its own lr
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in source]
+    else:
+        groups = [{"params": [p for p in source if p.requires_grad]}]
+    optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     model.train()
     epoch_losses = []
     for _ in range(epochs):

@@ -103,3 +103,69 @@ def test_lwf_keeps_old_class_outputs_closer_to_the_old_model_than_finetune(tiny_
         return F.kl_div(after, before, reduction="batchmean", log_target=True).item()
 
     assert drift("lwf") < drift("finetune")
+
+
+def test_fastslow_slow_weights_take_a_reptile_step_towards_the_fast_ones(tiny_root):
+    method, stream = _method(tiny_root, "fastslow", raw={"beta": 0.25, "epochs": 1})
+    before = {k: v.clone() for k, v in method.slow.state_dict().items()}
+    fast = method.adapt(stream.window(1))
+    fast_state = {k: v.clone() for k, v in fast.state_dict().items()}
+    method.consolidate(fast)
+    for name, value in method.slow.state_dict().items():
+        expected = before[name] + 0.25 * (fast_state[name] - before[name])
+        torch.testing.assert_close(value, expected)
+    assert any(not torch.equal(fast_state[k], before[k]) for k in before)
+
+
+def test_clser_stable_model_moves_less_than_the_plastic_one(tiny_root):
+    method, stream = _method(tiny_root, "clser", raw={"epochs": 2, "buffer_size": 64})
+    start = {k: v.clone() for k, v in method.slow.state_dict().items()}
+
+    def moved(model):
+        return sum((v - start[k]).norm() ** 2 for k, v in model.state_dict().items()).sqrt().item()
+
+    method.learn_window(stream.window(1))
+    assert 0 < moved(method.stable) < moved(method.plastic) < moved(method.slow)
+    assert method.predictor() is method.stable
+
+
+def test_slca_optimizer_holds_the_two_learning_rates_in_ratio(tiny_root):
+    method, _ = _method(tiny_root, "slca", raw={"lr": 0.01, "backbone_lr_ratio": 0.01})
+    backbone, head = method.parameter_groups()
+    assert backbone["lr"] / head["lr"] == pytest.approx(0.01)
+    assert {id(p) for p in head["params"]} == {id(p) for p in method.slow.head.parameters()}
+    assert not {id(p) for p in backbone["params"]} & {id(p) for p in head["params"]}
+
+
+def test_slca_keeps_class_statistics_and_aligns_only_the_head(tiny_root):
+    method, stream = _method(tiny_root, "slca", raw={"epochs": 1, "align_epochs": 2})
+    method.learn_window(stream.window(1))
+    assert sorted(method.class_means) == [0, 1, 2, 3, 4, 5]
+    hidden = method.slow.head.in_features
+    assert method.class_covs[4].shape == (hidden, hidden)
+    backbone = {k: v.clone() for k, v in method.slow.backbone.state_dict().items()}
+    method.align_classifier()
+    assert all(torch.equal(v, backbone[k]) for k, v in method.slow.backbone.state_dict().items())
+
+
+def test_error_memory_fixes_a_stored_mistake_without_changing_any_weight(tiny_root):
+    method, stream = _method(tiny_root, "error_memory", raw={"capacity": 50, "neighbours": 1})
+    window = stream.window(1)
+    weights = {k: v.clone() for k, v in method.slow.state_dict().items()}
+    wrong_before = predict_logits(method.predictor(), window.x_train).argmax(1) != window.y_train
+    assert wrong_before.any()
+    method.learn_window(window)
+    assert all(torch.equal(v, weights[k]) for k, v in method.slow.state_dict().items())
+    assert method.memory.size == 50  # bounded: the newest 50 mistakes
+    stored = method.memory.x[:50]
+    labels = method.memory.y[:50]
+    fixed = predict_logits(method.predictor(), stored).argmax(1)
+    assert (fixed == labels).float().mean() == 1.0
+
+
+def test_error_memory_never_exceeds_its_bound_and_drops_the_oldest(tiny_root):
+    method, stream = _method(tiny_root, "error_memory", raw={"capacity": 30, "only_mistakes": False})
+    method.learn_window(stream.window(1))
+    method.learn_window(stream.window(2))
+    assert method.memory.size == 30
+    assert set(method.memory.y[:30].tolist()) <= {6, 7}  # window 1's entries are gone

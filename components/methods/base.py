@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -71,13 +72,27 @@ class Method(ABC):
 
     def fit(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int | None = None,
-        lr: float | None = None, loss_fn: LossFn | None = None,
+        lr: float | None = None, loss_fn: LossFn | None = None, after_step: Callable[[], None] | None = None,
+        parameters: list | None = None,
     ) -> list[float]:
-        """`train` with this method's batch size, seeded batch order and step hook."""
+        """`train` with this method's batch size, seeded batch order and step hooks.
+
+        `after_step` runs after every optimizer step, before the continual evaluator looks.
+        `parameters` may be a list of optimizer parameter groups (dicts with their own lr).
+        """
         c = self.config
+        evaluate = self.context.on_step
+
+        def hook(trained: nn.Module) -> None:
+            if after_step is not None:
+                after_step()
+            if evaluate is not None:
+                evaluate(trained)
+
         return train(
             model, x, y, epochs=epochs or c.epochs, lr=lr or c.lr, batch_size=c.batch_size,
-            generator=self.context.generator, loss_fn=loss_fn or cross_entropy_loss, on_step=self.context.on_step,
+            generator=self.context.generator, loss_fn=loss_fn or cross_entropy_loss,
+            on_step=hook if (after_step or evaluate) else None, parameters=parameters,
         )
 
     def window_loss(self, window: Window) -> LossFn:
