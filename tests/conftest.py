@@ -39,6 +39,7 @@ TINY_PARAMS = {
         "clser": {"epochs": 1, "buffer_size": 100},
         "slca": {"epochs": 1, "align_epochs": 1},
         "error_memory": {"capacity": 300},
+        "ilora": {"epochs": 1, "buffer_size": 100},
     },
     "evaluation": {"every_steps": 1, "subset_rows": 40},
     "compare": {"champion_metric": "acc"},

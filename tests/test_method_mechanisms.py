@@ -169,3 +169,42 @@ def test_error_memory_never_exceeds_its_bound_and_drops_the_oldest(tiny_root):
     method.learn_window(stream.window(2))
     assert method.memory.size == 30
     assert set(method.memory.y[:30].tolist()) <= {6, 7}  # window 1's entries are gone
+
+
+def test_ilora_slow_adapter_is_the_ema_of_the_fast_adapters_history(tiny_root):
+    method, stream = _method(tiny_root, "ilora", raw={"epochs": 1, "ema": 0.9, "buffer_size": 64})
+    starts, history = [], []
+    attach, ema_step = method.attach_adapters, method.ema_step
+
+    def recording_attach():
+        model = attach()
+        starts.extend(slow.detach().clone() for _, slow in method.pairs)
+        return model
+
+    def recording_step():
+        history.append([fast.detach().clone() for fast, _ in method.pairs])
+        ema_step()
+
+    method.attach_adapters, method.ema_step = recording_attach, recording_step
+    method.adapt(stream.window(1))
+    assert len(history) >= 3  # one EMA update per optimizer step
+    expected = starts
+    for fast_params in history:
+        expected = [0.9 * s + 0.1 * f for s, f in zip(expected, fast_params)]
+    for (_, slow), want in zip(method.pairs, expected):
+        torch.testing.assert_close(slow.detach(), want, rtol=1e-5, atol=1e-6)
+    assert any(not torch.allclose(slow, start) for (_, slow), start in zip(method.pairs, starts))
+
+
+def test_ilora_serves_the_slow_adapter_merged_into_the_slow_model(tiny_root):
+    method, stream = _method(tiny_root, "ilora", raw={"epochs": 1, "buffer_size": 64})
+    x = stream.window(0).x_test
+    model, _ = method.adapt(stream.window(1))
+    model.set_adapter("slow")
+    with_slow_adapter = predict_logits(model, x)
+    model.set_adapter("fast")
+    with_fast_adapter = predict_logits(model, x)
+    model.set_adapter("slow")
+    method.slow = model.merge_and_unload(adapter_names=["slow"])
+    torch.testing.assert_close(predict_logits(method.slow, x), with_slow_adapter, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(with_fast_adapter, with_slow_adapter, atol=1e-4)

@@ -49,6 +49,6 @@ def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context:
 
 
 # Importing the modules registers them.
-from components.methods import clser, distill, error_memory, fastslow, finetune, joint, lora, lwf, regularized, replay, slca  # noqa: E402,F401
+from components.methods import clser, distill, error_memory, fastslow, finetune, ilora, joint, lora, lwf, regularized, replay, slca  # noqa: E402,F401
 
 __all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "entry_config", "register"]
