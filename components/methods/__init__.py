@@ -6,6 +6,8 @@ under `methods:` in params.yaml.
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from components.config import validate_model
@@ -48,7 +50,14 @@ def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context:
     return cls(slow, parse_method_config(entry, raw), context)
 
 
-# Importing the modules registers them.
-from components.methods import clser, distill, error_memory, fastslow, finetune, ilora, joint, lora, lwf, regularized, replay, slca  # noqa: E402,F401
+def _register_all() -> None:
+    """Import every module of this package: each registers its method, so adding a method
+    needs no edit here."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name != "base":
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_register_all()
 
 __all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "entry_config", "register"]
