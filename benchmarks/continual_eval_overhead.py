@@ -15,7 +15,6 @@ import statistics
 import time
 from pathlib import Path
 
-import torch
 
 from components.checkpoint import load_state
 from components.config import load_params

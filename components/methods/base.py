@@ -18,6 +18,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from components.buffers import ReservoirBuffer
 from components.data.loading import Stream, Window
 from components.models import SlowNet, state_bytes
 from components.training import LossFn, StepHook, cross_entropy_loss, masked_cross_entropy, train
@@ -98,6 +99,20 @@ class Method(ABC):
     def window_loss(self, window: Window) -> LossFn:
         """The supervised loss on a window, masked to its classes when `masked_loss` is set."""
         return masked_cross_entropy(window.classes) if self.config.masked_loss else cross_entropy_loss
+
+    def known_classes(self) -> list[int]:
+        """Classes of the pretrain split and of every window learned so far."""
+        stream = self.context.stream
+        return sorted({c for i in (0, *self.windows_learned) for c in stream.window(i).classes})
+
+    def replay_buffer(self, capacity: int, class_balanced: bool = False) -> ReservoirBuffer:
+        """A reservoir buffer on the training device that starts with the pretrain split:
+        the slow model's own knowledge is the first thing replay should protect."""
+        stream, device = self.context.stream, self.context.device
+        buffer = ReservoirBuffer(capacity, stream.manifest.num_features, device, class_balanced)
+        base = stream.window(0)
+        buffer.add(base.x_train, base.y_train, self.context.generator)
+        return buffer
 
     def predictor(self) -> nn.Module:
         """The model that answers queries after the last window: by default, the slow model."""

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from components.buffers import ReservoirBuffer
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
@@ -48,8 +47,7 @@ class ClsEr(Method):
         c = self.config
         self.plastic = copy.deepcopy(self.slow).requires_grad_(False)
         self.stable = copy.deepcopy(self.slow).requires_grad_(False)
-        stream = self.context.stream
-        self.buffer = ReservoirBuffer(c.buffer_size, stream.manifest.num_features, self.context.device)
+        self.buffer = self.replay_buffer(c.buffer_size)
         # Python's RNG for the coin flips, seeded from the context so runs repeat exactly.
         self._coins = random.Random(int(torch.randint(2**31, (1,), generator=self.context.generator)))
 
@@ -70,9 +68,6 @@ class ClsEr(Method):
 
     def learn_window(self, window: Window) -> WindowReport:
         c = self.config
-        if self.buffer.seen == 0:
-            base = self.context.stream.window(0)
-            self.buffer.add(base.x_train, base.y_train, self.context.generator)
         base_loss = self.window_loss(window)
 
         def loss(model, x, y):

@@ -44,10 +44,6 @@ class Distill(Method):
     name = "distill"
     Config = DistillConfig
 
-    def known_classes(self) -> list[int]:
-        stream = self.context.stream
-        return sorted({c for i in (0, *self.windows_learned) for c in stream.window(i).classes})
-
     def teacher_logits(self, fast: nn.Module, window: Window) -> torch.Tensor:
         """Slow logits for known classes, fast logits for the window's new classes.
 

@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import Field
 
-from components.buffers import ReservoirBuffer
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
@@ -44,8 +43,7 @@ class Ilora(Method):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        c, stream = self.config, self.context.stream
-        self.buffer = ReservoirBuffer(c.buffer_size, stream.manifest.num_features, self.context.device)
+        self.buffer = self.replay_buffer(self.config.buffer_size)
 
     def attach_adapters(self) -> PeftModel:
         c = self.config
@@ -77,9 +75,6 @@ class Ilora(Method):
 
     def adapt(self, window: Window) -> tuple[PeftModel, list[float]]:
         c = self.config
-        if self.buffer.seen == 0:
-            base = self.context.stream.window(0)
-            self.buffer.add(base.x_train, base.y_train, self.context.generator)
         model = self.attach_adapters()
         base_loss = self.window_loss(window)
         inner = model.base_model.model

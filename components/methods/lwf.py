@@ -27,10 +27,6 @@ class Lwf(Method):
     name = "lwf"
     Config = LwfConfig
 
-    def known_classes(self) -> list[int]:
-        stream = self.context.stream
-        return sorted({c for i in (0, *self.windows_learned) for c in stream.window(i).classes})
-
     def learn_window(self, window: Window) -> WindowReport:
         c = self.config
         teacher = copy.deepcopy(self.slow).eval()

@@ -10,7 +10,6 @@ from typing import Any
 import torch.nn.functional as F
 from pydantic import Field
 
-from components.buffers import ReservoirBuffer
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
@@ -29,15 +28,10 @@ class Replay(Method):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        c = self.config
-        stream = self.context.stream
-        self.buffer = ReservoirBuffer(c.buffer_size, stream.manifest.num_features, self.context.device, c.class_balanced)
+        self.buffer = self.replay_buffer(self.config.buffer_size, self.config.class_balanced)
 
     def learn_window(self, window: Window) -> WindowReport:
         c = self.config
-        if self.buffer.seen == 0:
-            base = self.context.stream.window(0)
-            self.buffer.add(base.x_train, base.y_train, self.context.generator)
         replay_n = c.replay_batch_size or c.batch_size
         window_loss = self.window_loss(window)
 
