@@ -49,6 +49,7 @@ class EvaluationParams(Strict):
     every_steps: int = Field(10, ge=0, description="evaluate every k optimizer steps; 0 = window ends only")
     subset_rows: int = Field(100, ge=1, description="fixed, seeded test rows per window")
     gap_tolerance: float = Field(0.01, ge=0, description="how close to the pre-window accuracy counts as recovered")
+    prequential: bool = Field(False, description="test-then-train accuracy on each first-epoch batch")
 
 
 class TrackingParams(Strict):

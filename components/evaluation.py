@@ -43,11 +43,13 @@ class ContinualEvaluator:
     seed: int
     step: int = 0
     window: int = 0
+    prequential: bool = False  # also score each first-epoch batch before training on it
     points: list[EvalPoint] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._subsets: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._joined: tuple[int, torch.Tensor, torch.Tensor, list[int]] | None = None
+        self._prequential = [0, 0]  # correct, seen in the current window
 
     def _rows(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self._subsets:
@@ -79,7 +81,20 @@ class ContinualEvaluator:
     def start_window(self, index: int, model: nn.Module) -> None:
         """The pre-window point: what the model knows before it sees window `index`."""
         self.window = index
+        self._prequential = [0, 0]
         self.record(model)
+
+    def before_step(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
+        """Test-then-train: score a batch the first time it arrives, before the step on it."""
+        if self.prequential and epoch == 0:
+            self._prequential[0] += int((predict_logits(model, x).argmax(dim=1) == y).sum())
+            self._prequential[1] += len(y)
+
+    @property
+    def prequential_accuracy(self) -> float | None:
+        """Prequential accuracy over the current window's first pass (None if not measured)."""
+        correct, seen = self._prequential
+        return correct / seen if seen else None
 
     def on_step(self, model: nn.Module) -> None:
         self.step += 1

@@ -14,6 +14,7 @@ from torch import nn
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 StepHook = Callable[[nn.Module], None]
+BatchHook = Callable[[nn.Module, torch.Tensor, torch.Tensor, int], None]  # model, x, y, epoch
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -57,11 +58,14 @@ def train(
     loss_fn: LossFn = cross_entropy_loss,
     weight_decay: float = 0.0,
     on_step: StepHook | None = None,
+    before_step: BatchHook | None = None,
 ) -> list[float]:
     """Adam over `parameters` (default: the model's trainable ones; or parameter groups with
     their own learning rates); returns the mean loss per epoch.
 
-    `on_step(model)` runs after every optimizer step (continual evaluation hooks in here).
+    `on_step(model)` runs after every optimizer step (continual evaluation hooks in here);
+    `before_step(model, x, y, epoch)` sees each batch before the model trains on it
+    (prequential, test-then-train evaluation).
     """
     source = list(parameters) if parameters is not None else list(model.parameters())
     if source and isinstance(source[0], dict):  # parameter groups, each with its own lr
@@ -71,9 +75,11 @@ def train(
     optimizer = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     model.train()
     epoch_losses = []
-    for _ in range(epochs):
+    for epoch in range(epochs):
         total, batches = torch.zeros((), device=x.device), 0
         for index in minibatches(len(x), batch_size, generator, x.device):
+            if before_step is not None:
+                before_step(model, x[index], y[index], epoch)
             loss = loss_fn(model, x[index], y[index])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

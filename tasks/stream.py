@@ -29,8 +29,9 @@ def _method(ctx: RunContext, entry: str, state_path: Path | None, evaluator: Con
     p = ctx.params
     slow = build_model(p.model, ctx.stream.manifest.num_features, ctx.stream.num_classes)
     slow.load_state_dict(load_state(ctx.models_dir / "slow" / "model.pt"))
-    hook = evaluator.on_step if evaluator is not None else None
-    method = build_method(entry, entry_config(p.methods, entry), slow, MethodContext(ctx.stream, ctx.device, ctx.generator, hook))
+    hooks = (evaluator.on_step, evaluator.before_step) if evaluator is not None else (None, None)
+    context = MethodContext(ctx.stream, ctx.device, ctx.generator, *hooks)
+    method = build_method(entry, entry_config(p.methods, entry), slow, context)
     if state_path is not None:
         method.load_state_dict(load_state(state_path))
     return method
@@ -72,7 +73,7 @@ def absorb(
     """Fast step on one window plus consolidation, evaluated continually and at the end."""
     ctx = open_context(params_path, root, seed * 1000 + window)
     e = ctx.params.evaluation
-    evaluator = ContinualEvaluator(ctx.stream, e.every_steps, e.subset_rows, seed, step=start_step)
+    evaluator = ContinualEvaluator(ctx.stream, e.every_steps, e.subset_rows, seed, step=start_step, prequential=e.prequential)
     previous = state_path(ctx, entry, seed, window - 1) if window > 1 else None
     method = _method(ctx, entry, previous, evaluator)
     evaluator.start_window(window, method.predictor())
@@ -88,6 +89,8 @@ def absorb(
         "acc_seen": result.seen_accuracy,
         **{f"acc_w{j}": a for j, a in enumerate(result.accuracies)},
     }
+    if evaluator.prequential_accuracy is not None:
+        summary["prequential_acc"] = evaluator.prequential_accuracy
     child = tracking.start_run(
         ctx.stream.manifest.name, f"{entry}-seed{seed}-window{window}", parent_run_id=parent_run_id,
         tags={"method": entry, "seed": str(seed), "window": str(window), "phase": "window"},

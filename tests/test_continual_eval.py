@@ -60,3 +60,37 @@ def test_evaluator_records_every_k_steps_on_fixed_rows(tiny_root):
     assert len({p.accuracies for p in evaluator.points}) == 1
     again = ContinualEvaluator(stream, every=3, subset=20, seed=0)
     assert torch.equal(again._rows(0)[1], evaluator._rows(0)[1])
+
+
+def test_prequential_scores_each_batch_once_before_training_on_it(tiny_root):
+    from components.training import accuracy
+
+    params = load_params(tiny_root / "params.yaml")
+    stream = Stream(params.stream_dir(tiny_root))
+    model = build_model(params.model, 40, 10)
+    window = stream.window(0)
+    evaluator = ContinualEvaluator(stream, every=0, subset=20, seed=0, prequential=True)
+    evaluator.start_window(1, model)
+    halves = [(window.x_test[:50], window.y_test[:50]), (window.x_test[50:], window.y_test[50:])]
+    for x, y in halves:
+        evaluator.before_step(model, x, y, epoch=0)
+    evaluator.before_step(model, window.x_train, window.y_train, epoch=1)  # a second pass is not scored
+    assert evaluator.prequential_accuracy == pytest.approx(accuracy(model, window.x_test, window.y_test))
+    evaluator.start_window(2, model)
+    assert evaluator.prequential_accuracy is None
+
+
+def test_prequential_is_logged_when_enabled(tiny_root):
+    from components.methods import build_method
+    from components.methods.base import MethodContext
+    from components.protocol import absorb_window
+
+    params = load_params(tiny_root / "params.yaml")
+    stream = Stream(params.stream_dir(tiny_root))
+    evaluator = ContinualEvaluator(stream, every=0, subset=20, seed=0, prequential=True)
+    context = MethodContext(stream, torch.device("cpu"), torch.Generator().manual_seed(0), evaluator.on_step, evaluator.before_step)
+    method = build_method("finetune", {"epochs": 2}, build_model(params.model, 40, 10), context)
+    evaluator.start_window(1, method.predictor())
+    absorb_window(method, stream, 1)
+    assert 0.0 <= evaluator.prequential_accuracy <= 1.0
+    assert evaluator._prequential[1] == len(stream.window(1).y_train)  # first epoch only

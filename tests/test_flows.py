@@ -20,6 +20,7 @@ def pipeline(prefect_api_url, tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     params = tiny_params(seeds=[0, 1])
+    params["evaluation"] = {**params["evaluation"], "prequential": True}
     params["methods"] = {k: params["methods"][k] for k in ("finetune", "lora")}
     write_params(root, params)
 
@@ -143,6 +144,8 @@ def test_continual_curve_is_logged_per_evaluation_point(pipeline):
     metrics = _method_run(pipeline, "finetune").data.metrics
     for key in ("min_acc", "wc_acc", "gap_depth", "gap_depth_w1", "samples_per_second", "peak_memory_mb"):
         assert key in metrics
+    prequential = client.get_metric_history(run_id, "prequential_acc")
+    assert sorted(m.step for m in prequential) == [1, 2, 3]
 
 
 def test_seed_summary_has_mean_and_std(pipeline):

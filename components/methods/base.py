@@ -21,7 +21,7 @@ from torch import nn
 from components.buffers import ReservoirBuffer
 from components.data.loading import Stream, Window
 from components.models import SlowNet, state_bytes
-from components.training import LossFn, StepHook, cross_entropy_loss, masked_cross_entropy, train
+from components.training import BatchHook, LossFn, StepHook, cross_entropy_loss, masked_cross_entropy, train
 
 
 class MethodConfig(BaseModel):
@@ -46,6 +46,7 @@ class MethodContext:
     device: torch.device
     generator: torch.Generator
     on_step: StepHook | None = None
+    before_step: BatchHook | None = None
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Method(ABC):
             model, x, y, epochs=epochs or c.epochs, lr=lr or c.lr, batch_size=c.batch_size,
             generator=self.context.generator, loss_fn=loss_fn or cross_entropy_loss,
             on_step=hook if (after_step or evaluate) else None, parameters=parameters,
+            before_step=self.context.before_step,
         )
 
     def window_loss(self, window: Window) -> LossFn:
