@@ -14,17 +14,19 @@ and tests/test_method_mechanisms.py checks it against the EMA of the fast adapte
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import Field
 
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
 from components.models import adaptable_layers, state_bytes
+
+if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
+    from peft import PeftModel
 
 
 class IloraConfig(MethodConfig):
@@ -46,6 +48,8 @@ class Ilora(Method):
         self.buffer = self.replay_buffer(self.config.buffer_size)
 
     def attach_adapters(self) -> PeftModel:
+        from peft import LoraConfig, get_peft_model
+
         c = self.config
         lora = LoraConfig(r=c.rank, lora_alpha=c.alpha, target_modules=adaptable_layers(self.slow), bias="none")
         model = get_peft_model(self.slow, lora, adapter_name="fast")

@@ -4,15 +4,17 @@ end of the window the adapter is merged into the slow model (consolidation by me
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from peft import LoraConfig, PeftModel, get_peft_model
 from pydantic import Field
 
 from components.data.loading import Window
 from components.methods import register
 from components.methods.base import Method, MethodConfig, WindowReport
 from components.models import adaptable_layers, state_bytes
+
+if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
+    from peft import PeftModel
 
 
 class LoraMethodConfig(MethodConfig):
@@ -31,6 +33,8 @@ class Lora(Method):
 
     def attach_adapter(self) -> PeftModel:
         """Wrap the slow model with a fresh adapter; base weights are frozen by peft."""
+        from peft import LoraConfig, get_peft_model
+
         c = self.config
         targets = adaptable_layers(self.slow) if c.target_modules == "all" else list(c.target_modules)
         lora = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets, bias="none")
