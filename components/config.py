@@ -19,15 +19,30 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The MNIST-1D generator's corruption knobs that a drift schedule may change.
+DRIFT_KEYS = ("scale_coeff", "max_translation", "corr_noise_scale", "iid_noise_scale", "shear_scale")
+
+
 class StreamParams(Strict):
-    """The class-incremental MNIST-1D stream: window 0 is the slow model's pretrain split."""
+    """A built-in MNIST-1D stream; window 0 is always the slow model's pretrain split.
+
+    `mnist1d`: class-incremental, cut by `pretrain_classes` and `window_classes` from one
+    generated set of `num_samples` rows. `mnist1d-drift`: domain-incremental, all ten classes
+    in every window, each window generated with `num_samples` rows and the generator settings
+    in its `drift` entry (window 0 = the first entry, usually `{}`: the generator's defaults).
+    """
 
     name: str = "mnist1d-classinc"
-    source: Literal["mnist1d"] = "mnist1d"
+    source: Literal["mnist1d", "mnist1d-drift"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     pretrain_classes: list[int] = [0, 1, 2, 3]
     window_classes: list[list[int]] = [[4, 5], [6, 7], [8, 9]]
+    drift: list[dict[str, float]] = Field(
+        default_factory=lambda: [{}, {"corr_noise_scale": 0.5}, {"shear_scale": 1.5}, {"iid_noise_scale": 0.1}],
+        min_length=2,
+        description=f"per window, generator settings to change; keys among {DRIFT_KEYS}",
+    )
     seed: int = 42
 
 

@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
-from components.data.mnist1d_source import class_incremental_windows
+from components.data.mnist1d_source import build_windows
 from components.data.stream_io import write_stream
 from tasks.context import REPO_ROOT
 
@@ -18,10 +18,10 @@ def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT))
     root_path = Path(root)
     params = load_params(root_path / params_path)
     s = params.stream
-    windows = class_incremental_windows(s)
+    windows = build_windows(s)
     manifest = write_stream(
         params.stream_dir(root_path), s.name, windows, class_names=[str(c) for c in range(10)],
-        source={"generator": "mnist1d", **s.model_dump()},
+        source={"generator": s.source, **s.model_dump()},
     )
     sizes = ", ".join(f"w{w['window']} {w['classes']} {w['rows']['train']}/{w['rows']['test']}" for w in manifest.windows)
     print(f"[prepare] {s.name}: {manifest.num_windows} windows (train/test rows) {sizes}; hash {manifest.content_hash[:12]}", flush=True)

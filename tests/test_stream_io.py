@@ -89,3 +89,28 @@ def test_overlapping_class_groups_are_refused():
 
     with pytest.raises(ParamsError, match="class \\[3\\] appears twice"):
         class_incremental_windows(StreamParams(num_samples=600, window_classes=[[3, 4]]))
+
+
+def test_drift_stream_keeps_every_class_and_changes_the_corruption():
+    from components.data.mnist1d_source import build_windows
+
+    params = StreamParams(name="d", source="mnist1d-drift", num_samples=400,
+                          drift=[{}, {"iid_noise_scale": 0.5}])
+    first, second = build_windows(params)
+    assert set(first.y_train.tolist()) == set(second.y_train.tolist()) == set(range(10))
+    # Much more i.i.d. noise: neighbouring points of a signal decorrelate.
+    def roughness(x):
+        return float(np.abs(np.diff(x, axis=1)).mean())
+
+    assert roughness(second.x_train) > 2 * roughness(first.x_train)
+    again = build_windows(params)
+    assert np.array_equal(again[1].x_train, second.x_train)
+
+
+def test_unknown_drift_setting_is_refused():
+    from components.data.mnist1d_source import build_windows
+    from components.errors import ParamsError
+
+    params = StreamParams(source="mnist1d-drift", num_samples=200, drift=[{}, {"noise": 1.0}])
+    with pytest.raises(ParamsError, match=r"stream.drift.1: unknown setting \['noise'\]"):
+        build_windows(params)

@@ -1,22 +1,30 @@
-"""MNIST-1D, generated locally by the `mnist1d` package (no download), cut by class."""
+"""MNIST-1D, generated locally by the `mnist1d` package (no download): cut by class, or
+regenerated per window under drifting corruption."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from components.config import StreamParams
+from components.config import DRIFT_KEYS, StreamParams
 from components.data.stream_io import WindowArrays
 from components.errors import ParamsError
 
 
-def generate_mnist1d(num_samples: int, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """The raw MNIST-1D arrays: x/y for training and x_test/y_test, float32 and int64."""
+def generate_mnist1d(
+    num_samples: int, test_fraction: float, seed: int, overrides: dict[str, float] | None = None
+) -> dict[str, np.ndarray]:
+    """The raw MNIST-1D arrays: x/y for training and x_test/y_test, float32 and int64.
+
+    `overrides` change the generator's corruption settings (see config.DRIFT_KEYS).
+    """
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
     args.num_samples = num_samples
     args.train_split = 1.0 - test_fraction
     args.seed = seed
+    for key, value in (overrides or {}).items():
+        setattr(args, key, int(value) if key == "max_translation" else float(value))
     raw = make_dataset(args)  # seeds numpy's global RNG itself; no network involved
     return {
         "x": raw["x"].astype(np.float32),
@@ -52,3 +60,22 @@ def class_incremental_windows(params: StreamParams) -> list[WindowArrays]:
             )
         )
     return windows
+
+
+def drift_windows(params: StreamParams) -> list[WindowArrays]:
+    """Domain-incremental: every window holds all ten classes, generated with its own seed
+    and with the corruption settings of its `drift` entry."""
+    for index, entry in enumerate(params.drift):
+        unknown = sorted(set(entry) - set(DRIFT_KEYS))
+        if unknown:
+            raise ParamsError(f"params.yaml: stream.drift.{index}: unknown setting {unknown}; settings: {list(DRIFT_KEYS)}")
+    windows = []
+    for index, entry in enumerate(params.drift):
+        raw = generate_mnist1d(params.num_samples, params.test_fraction, params.seed + index, entry)
+        windows.append(WindowArrays(index, list(range(10)), raw["x"], raw["y"], raw["x_test"], raw["y_test"]))
+    return windows
+
+
+def build_windows(params: StreamParams) -> list[WindowArrays]:
+    """The windows of the configured built-in source."""
+    return drift_windows(params) if params.source == "mnist1d-drift" else class_incremental_windows(params)
