@@ -47,14 +47,22 @@ def format_value(column: str, value: float, std: float | None = None, sep: str =
     return text
 
 
-def table_rows(summaries: Mapping[str, Mapping], order: list[str]) -> list[list[str]]:
+def table_rows(summaries: Mapping[str, Mapping], order: list[str], sep: str = " ± ") -> list[list[str]]:
     """Cells of the table, `mean ± std` when the summaries hold more than one seed."""
     rows = []
     for name in order:
         s = summaries[name]
         several = len(s["seeds"]) > 1
-        rows.append([name] + [format_value(c, s["mean"][c], s["std"][c] if several else None) for c in COLUMNS])
+        rows.append([name] + [format_value(c, s["mean"][c], s["std"][c] if several else None, sep) for c in COLUMNS])
     return rows
+
+
+def summaries_from_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[str, dict]:
+    """Summaries in `table_rows`' shape from compare.json (means, `<metric>_std`, `n_seeds`)."""
+    return {
+        name: {"mean": m, "std": {c: m[f"{c}_std"] for c in COLUMNS}, "seeds": list(range(int(m["n_seeds"])))}
+        for name, m in metrics.items()
+    }
 
 
 def markdown_table(summaries: Mapping[str, Mapping], order: list[str]) -> str:

@@ -50,6 +50,17 @@ def continual_csv(points: list) -> str:
     return "\n".join([header, *rows]) + "\n"
 
 
+def read_continual_csv(path: Path) -> list:
+    """The evaluation points written by `continual_csv`, read back."""
+    from components.evaluation import EvalPoint
+
+    points = []
+    for line in Path(path).read_text().splitlines()[1:]:
+        step, window, _, *accs = line.split(",")
+        points.append(EvalPoint(int(step), int(window), tuple(float(a) for a in accs if a)))
+    return points
+
+
 def continual_curves(curves: dict[str, list], path: Path) -> Path:
     """Accuracy on each window over optimizer steps, one panel per method: the stability
     gap shows as the dip in old windows' accuracy at the start of each new window."""

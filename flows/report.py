@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from components.comparison import COLUMNS, HEADERS, format_value
+from components.comparison import COLUMNS, HEADERS, summaries_from_metrics, table_rows
 from tasks.context import REPO_ROOT
 from tasks.tracking import tracking_uri
 
@@ -24,9 +24,8 @@ def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> 
     table.add_column("method", no_wrap=True)
     for column in COLUMNS:
         table.add_column(HEADERS.get(column, column), justify="right", no_wrap=True)
-    for name, record in records.items():
-        several = record["n_seeds"] > 1
-        table.add_row(name, *(format_value(c, record[c], record[f"{c}_std"] if several else None, "±") for c in COLUMNS))
+    for row in table_rows(summaries_from_metrics(records), list(records), sep="±"):
+        table.add_row(*row)
     # Logs and pipes get a width that fits the table; a terminal keeps its own.
     console = console or Console(width=None if sys.stdout.isatty() else 150)
     console.print(table)

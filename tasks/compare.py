@@ -18,8 +18,7 @@ from components.checkpoint import save_json
 from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods, table_rows
 from components.config import load_params
 from components.errors import SlowfastError
-from components.plots import accuracy_heatmap, continual_curves, headline_bars
-from components.evaluation import EvalPoint
+from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
 from tasks import tracking
 from tasks.context import REPO_ROOT
 
@@ -34,16 +33,6 @@ def _load_summaries(root: Path, methods: list[str]) -> dict[str, dict]:
             raise SlowfastError(f"{path}: missing; run the stream stage for '{name}' (`dvc repro stream@{name}`)")
         summaries[name] = json.loads(path.read_text())
     return summaries
-
-
-def _continual_points(root: Path, name: str, seed: int) -> list[EvalPoint]:
-    """The curve of one seed, read back from the CSV the stream stage wrote."""
-    lines = (root / "results" / "methods" / name / f"seed{seed}" / "continual.csv").read_text().splitlines()
-    points = []
-    for line in lines[1:]:
-        step, window, _, *accs = line.split(",")
-        points.append(EvalPoint(int(step), int(window), tuple(float(a) for a in accs if a)))
-    return points
 
 
 def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -> Path:
@@ -103,7 +92,9 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     for method in order:
         accuracy_heatmap(np.array(summaries[method]["matrix_mean"]), f"{method} (mean over seeds)",
                          figures / f"heatmap_{method}.png")
-    curves = {m: _continual_points(root_path, m, summaries[m]["seeds"][0]) for m in order}
+    curves = {
+        m: read_continual_csv(results / "methods" / m / f"seed{summaries[m]['seeds'][0]}" / "continual.csv") for m in order
+    }
     continual_curves(curves, figures / "continual_accuracy.png")
     headline_bars({m: summaries[m] for m in order}, HEADLINE, figures / "headline_metrics.png")
     tracking.log_text(run_id, table, "comparison.md")

@@ -20,7 +20,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import torch
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -129,11 +129,6 @@ def log_points(run_id: str, points: list[tuple[int, Mapping[str, float]]]) -> No
     for i in range(0, len(items), MAX_BATCH):
         _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
-
-
-def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
-    _counted()
-    client().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
