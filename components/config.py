@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from components.errors import ParamsError
 
@@ -23,30 +23,105 @@ class Strict(BaseModel):
 DRIFT_KEYS = ("scale_coeff", "max_translation", "corr_noise_scale", "iid_noise_scale", "shear_scale")
 
 
+class RiverParams(Strict):
+    """A tabular concept-drift stream from `river.datasets.synth`, cut into windows in time order.
+
+    Window k is drawn from concept `concepts[k]` (Agrawal's classification function, SEA's
+    variant). Where the concept changes, river's `ConceptDriftStream` blends the previous
+    concept into the new one over `drift_width` rows from the window's start (1 = abrupt).
+    """
+
+    generator: Literal["agrawal", "sea"] = "agrawal"
+    concepts: list[int] = Field([0, 2, 5, 8], min_length=2, description="concept per window; window 0 = pretrain")
+    rows_per_window: int = Field(5000, ge=10)
+    drift_width: int = Field(500, ge=1, description="rows over which a new concept takes over; 1 = abrupt")
+    noise: float = Field(0.0, ge=0.0, le=1.0, description="label noise (SEA) / feature perturbation (Agrawal)")
+
+
+class WindowCut(Strict):
+    """How a user's table is cut into windows: exactly one of `column`, `timestamp` + `length`,
+    `rows` or `classes` (class groups `pretrain_classes`, `window_classes`, by class name)."""
+
+    column: str | None = Field(None, description="a column whose sorted values name the windows")
+    timestamp: str | None = Field(None, description="a datetime (or parseable string) column")
+    length: str | None = Field(None, description="window length for `timestamp`: 30s, 15m, 6h, 1d, 2w")
+    time_format: str | None = Field(None, description="strftime format when the timestamp column is a string")
+    rows: int | None = Field(None, ge=1, description="a fixed number of rows per window, in file order")
+    classes: bool = Field(False, description="class-incremental: window k holds the k-th class group")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "WindowCut":
+        chosen = [n for n, on in (("column", self.column), ("timestamp", self.timestamp), ("rows", self.rows),
+                                  ("classes", self.classes)) if on]
+        if len(chosen) != 1:
+            raise ValueError(f"set exactly one of column, timestamp (+ length), rows, classes; got {chosen or 'none'}")
+        if (self.timestamp is None) != (self.length is None):
+            raise ValueError("timestamp and length go together")
+        return self
+
+
+class TableParams(Strict):
+    """A user's parquet or CSV file (path relative to the repository root, e.g. under data/raw/)."""
+
+    path: str
+    format: Literal["auto", "parquet", "csv"] = Field("auto", description="auto: from the file suffix")
+    label: str = "label"
+    features: list[str] | None = Field(
+        None, description="feature columns (or one list column); default: all but label, window and exclude"
+    )
+    exclude: list[str] = Field(default_factory=list)
+    classes: list[str] | None = Field(None, description="class order; default: sorted label values")
+    window: WindowCut = WindowCut(rows=10000)
+    invalid_rows: Literal["fail", "drop"] = Field("fail", description="rows with NaN/inf features: fail or drop")
+    normalize: bool = Field(True, description="standardize features with window 0's training rows")
+
+
+class IdxParams(Strict):
+    """MNIST-style IDX files (optionally .gz); pixels scaled to [0, 1], one feature per pixel."""
+
+    images: str
+    labels: str
+    window: WindowCut = WindowCut(classes=True)
+
+
 class StreamParams(Strict):
-    """A built-in MNIST-1D stream; window 0 is always the slow model's pretrain split.
+    """The stream `prepare` writes; window 0 is always the slow model's pretrain split.
 
     `mnist1d`: class-incremental, cut by `pretrain_classes` and `window_classes` from one
     generated set of `num_samples` rows. `mnist1d-drift`: domain-incremental, all ten classes
     in every window, each window generated with `num_samples` rows and the generator settings
     in its `drift` entry (window 0 = the first entry, usually `{}`: the generator's defaults).
+    `river-drift`: the `river` block. `table`: the `table` block. `idx`: the `idx` block.
     """
 
     name: str = "mnist1d-classinc"
-    source: Literal["mnist1d", "mnist1d-drift"] = "mnist1d"
+    source: Literal["mnist1d", "mnist1d-drift", "river-drift", "table", "idx"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    pretrain_classes: list[int] = [0, 1, 2, 3]
-    window_classes: list[list[int]] = [[4, 5], [6, 7], [8, 9]]
+    pretrain_classes: list[int | str] = [0, 1, 2, 3]
+    window_classes: list[list[int | str]] = [[4, 5], [6, 7], [8, 9]]
     drift: list[dict[str, float]] = Field(
         default_factory=lambda: [{}, {"corr_noise_scale": 0.5}, {"shear_scale": 1.5}, {"iid_noise_scale": 0.1}],
         min_length=2,
         description=f"per window, generator settings to change; keys among {DRIFT_KEYS}",
     )
+    river: RiverParams | None = None
+    table: TableParams | None = None
+    idx: IdxParams | None = None
     seed: int = 42
+
+    @model_validator(mode="after")
+    def _source_block(self) -> "StreamParams":
+        if self.source == "river-drift" and self.river is None:
+            object.__setattr__(self, "river", RiverParams())
+        for source in ("table", "idx"):
+            if self.source == source and getattr(self, source) is None:
+                raise ValueError(f"source {source!r} needs a `{source}:` block")
+        return self
 
 
 class ModelParams(Strict):
+    kind: Literal["cnn1d", "mlp"] = Field("cnn1d", description="cnn1d for signals, mlp for tabular features")
     channels: int = Field(32, ge=1)
     hidden: int = Field(128, ge=1)
 

@@ -40,7 +40,26 @@ class SlowNet(nn.Module):
         return self.head(self.features(x))
 
 
-def build_model(params: ModelParams, in_len: int, num_classes: int) -> SlowNet:
+class SlowMLP(nn.Module):
+    """Two hidden layers over a flat feature vector, for tabular streams; same interface as SlowNet."""
+
+    def __init__(self, in_len: int, num_classes: int, hidden: int = 128) -> None:
+        super().__init__()
+        self.in_len = in_len
+        self.num_classes = num_classes
+        self.backbone = nn.Sequential(nn.Linear(in_len, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_model(params: ModelParams, in_len: int, num_classes: int) -> nn.Module:
+    if params.kind == "mlp":
+        return SlowMLP(in_len, num_classes, hidden=params.hidden)
     return SlowNet(in_len, num_classes, channels=params.channels, hidden=params.hidden)
 
 

@@ -1,4 +1,4 @@
-"""Task: generate the configured stream and write it per the data contract."""
+"""Task: build the configured stream and write it per the data contract."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
-from components.data.mnist1d_source import build_windows
+from components.data.sources import build_stream
 from components.data.stream_io import write_stream
 from tasks.context import REPO_ROOT
 
@@ -18,11 +18,19 @@ def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT))
     root_path = Path(root)
     params = load_params(root_path / params_path)
     s = params.stream
-    windows = build_windows(s)
+    prepared = build_stream(s, root_path)
     manifest = write_stream(
-        params.stream_dir(root_path), s.name, windows, class_names=[str(c) for c in range(10)],
-        source={"generator": s.source, **s.model_dump()},
+        params.stream_dir(root_path), s.name, prepared.windows, prepared.class_names,
+        source={"generator": s.source, **s.model_dump(exclude_none=True)}, extra=prepared.extra,
     )
-    sizes = ", ".join(f"w{w['window']} {w['classes']} {w['rows']['train']}/{w['rows']['test']}" for w in manifest.windows)
+    sizes = ", ".join(
+        f"w{w['window']} {_classes(w['classes'], manifest.class_names)} {w['rows']['train']}/{w['rows']['test']}"
+        for w in manifest.windows
+    )
     print(f"[prepare] {s.name}: {manifest.num_windows} windows (train/test rows) {sizes}; hash {manifest.content_hash[:12]}", flush=True)
     return {"name": manifest.name, "content_hash": manifest.content_hash, "num_windows": manifest.num_windows}
+
+
+def _classes(indices: list[int], names: list[str]) -> str:
+    shown = [names[i] for i in indices]
+    return "[" + ",".join(shown[:6]) + (",…" if len(shown) > 6 else "") + "]"

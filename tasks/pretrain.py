@@ -22,6 +22,7 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
         tags={"phase": "pretrain", "stream": manifest.name, "stream_hash": manifest.content_hash, "seed": str(p.seed)},
         params={"seed": p.seed, "model": p.model.model_dump(), "pretrain": p.pretrain.model_dump()},
     )
+    tracking.log_stream_input(run_id, manifest, ctx.stream.root, "pretrain")
     start = time.perf_counter()
     model, losses = pretrain_slow_model(p, ctx.stream, ctx.generator)
     seconds = time.perf_counter() - start

@@ -60,6 +60,7 @@ def open_method_run(entry: str, seed: int, params_path: str = "params.yaml", roo
         params={"method": config.model_dump(exclude_none=True), "seed": seed, "model": p.model.model_dump(),
                 "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"},
     )
+    tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
     baseline = evaluate_windows(_method(ctx, entry, None).predictor(), ctx.stream)
     tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
     return {"run_id": run_id, "baseline": baseline, "num_windows": ctx.stream.num_windows}
@@ -96,6 +97,7 @@ def absorb(
         tags={"method": entry, "seed": str(seed), "window": str(window), "phase": "window"},
         params={"train_rows": len(ctx.stream.window(window).y_train)},
     )
+    tracking.log_stream_input(child, ctx.stream.manifest, ctx.stream.root, f"window {window}")
     tracking.log_series(child, {f"loss_{phase}": values for phase, values in result.report.losses.items()})
     tracking.log_metrics(child, summary)
     tracking.end_run(child)

@@ -41,9 +41,10 @@ def class_incremental_windows(params: StreamParams) -> list[WindowArrays]:
     for group in groups:
         if seen & set(group):
             raise ParamsError(f"params.yaml: stream.window_classes: class {sorted(seen & set(group))} appears twice")
-        if any(c < 0 or c > 9 for c in group):
+        if any(not isinstance(c, int) or c < 0 or c > 9 for c in group):
             raise ParamsError(f"params.yaml: stream: MNIST-1D classes are 0-9, got {group}")
         seen |= set(group)
+    groups = [[int(c) for c in group] for group in groups]
     raw = generate_mnist1d(params.num_samples, params.test_fraction, params.seed)
     windows = []
     for index, group in enumerate(groups):

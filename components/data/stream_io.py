@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import polars as pl
@@ -77,19 +77,34 @@ def content_hash(root: Path) -> str:
 
 
 def write_stream(
-    out_dir: Path, name: str, windows: list[WindowArrays], class_names: list[str], source: dict[str, Any]
+    out_dir: Path,
+    name: str,
+    windows: Iterable[WindowArrays],
+    class_names: list[str],
+    source: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> Manifest:
-    """Write all windows and the manifest into `out_dir`, replacing it only when complete."""
+    """Write all windows and the manifest into `out_dir`, replacing it only when complete.
+
+    `windows` may be a generator: each window is written and dropped before the next is
+    built, so a large table never needs every window's copy in memory at once. `extra`
+    adds manifest entries (feature names, normalization, label mapping, dropped rows).
+    """
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
-        widths = {w.x_train.shape[1] for w in windows} | {w.x_test.shape[1] for w in windows}
-        if len(widths) != 1:
-            raise StreamError(f"{name}: feature vectors of unequal length across windows: {sorted(widths)}")
+        width: int | None = None
         entries = []
         for w in windows:
             for split, x, y in (("train", w.x_train, w.y_train), ("test", w.x_test, w.y_test)):
+                if width is None:
+                    width = x.shape[1]
+                if x.ndim != 2 or x.shape[1] != width:
+                    raise StreamError(
+                        f"{name}: feature vectors of unequal length: window {w.index} {split} has "
+                        f"{x.shape[1:]} values per row, earlier windows {width}"
+                    )
                 if len(y) == 0:
                     raise StreamError(f"{name}: window {w.index} has no {split} rows")
                 _write_part(partition_path(staging, split, w.index), x, y)
@@ -104,9 +119,11 @@ def write_stream(
                     },
                 }
             )
+        if width is None:
+            raise StreamError(f"{name}: the stream has no windows")
         manifest = Manifest(
             name=name,
-            num_features=widths.pop(),
+            num_features=width,
             class_names=class_names,
             windows=entries,
             content_hash=content_hash(staging),
@@ -120,6 +137,7 @@ def write_stream(
             "windows": manifest.windows,
             "content_hash": manifest.content_hash,
             "source": manifest.source,
+            **(extra or {}),
         }
         (staging / MANIFEST).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
         _swap_into_place(staging, out_dir)
