@@ -207,7 +207,7 @@ def test_truncated_parquet(tmp_path):
 
 
 def test_misspelled_column_names_the_columns_present(tmp_path):
-    message = _refused(tmp_path, {"label": "specis"}, r"label column 'specis' not found; did you mean 'species'\?")
+    message = _refused(tmp_path, {"label": "specis"}, r"label column 'specis' not found \(did you mean 'species'\?\); columns present")
     assert "'f1', 'f2', 'count', 'species', 'week', 'when', 'note'" in message
 
 

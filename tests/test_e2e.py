@@ -173,3 +173,53 @@ def test_bad_params_end_with_one_line_and_keep_outputs(project):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("error: ") and "pretrain.lr" in lines[0]
     assert (root / "models" / "slow" / "model.pt").read_bytes() == model
+
+
+def _users_table(path: Path, rows: int = 600, bad_row: int | None = None) -> None:
+    lines = ["amount,hour,kind,day"]
+    for i in range(rows):
+        amount = "oops" if i == bad_row else f"{(i * 37 % 100) / 10 + (3 if i % 3 == 0 else 0):.2f}"
+        lines.append(f"{amount},{i % 24},{'fraud' if i % 3 == 0 else 'ok'},2024-03-0{1 + i * 3 // rows} 12:00:00")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _table_params(path: str) -> dict:
+    params = tiny_params()
+    params["stream"] = {
+        "name": "tiny-classinc", "source": "table", "test_fraction": 0.25,
+        "table": {"path": path, "label": "kind", "window": {"timestamp": "day", "length": "1d"}},
+    }
+    return params
+
+
+def test_a_bad_table_ends_with_one_line_and_keeps_the_stream(project):
+    root = project["root"]
+    stream = root / "data" / "streams" / "tiny-classinc"
+    before = {p: p.read_bytes() for p in sorted(stream.rglob("*")) if p.is_file()}
+    _users_table(root / "data" / "raw" / "bad.csv", bad_row=17)
+    (root / "badtable").mkdir()
+    write_params(root / "badtable", _table_params("data/raw/bad.csv"))
+    result = project["run"]("python", "-m", "flows.prepare", "--params", "badtable/params.yaml")
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == [lines[0]], result.stderr
+    assert "data/raw/bad.csv: feature column 'amount' is String, expected a number" in lines[0]
+    assert {p: p.read_bytes() for p in sorted(stream.rglob("*")) if p.is_file()} == before
+    (root / "data" / "raw" / "bad.csv").unlink()
+
+
+def test_readme_path_for_a_users_table(project):
+    """Put the file under data/raw/, `dvc add` it, set the params, `dvc repro`: last in this
+    module because it switches the project's stream."""
+    root, run = project["root"], project["run"]
+    _users_table(root / "data" / "raw" / "payments.csv")
+    assert run("dvc", "add", "data/raw/payments.csv").returncode == 0
+    write_params(root, {**_table_params("data/raw/payments.csv"), "methods": yaml.safe_load((root / "params.yaml").read_text())["methods"]})
+    result = run("dvc", "repro", "prepare")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((root / "data" / "streams" / "tiny-classinc" / "stream.json").read_text())
+    assert manifest["class_names"] == ["fraud", "ok"] and manifest["num_windows"] == 3
+    assert "prepare" not in run("dvc", "status", "prepare").stdout
+    _users_table(root / "data" / "raw" / "payments.csv", rows=660)  # new data arrives
+    assert run("dvc", "add", "data/raw/payments.csv").returncode == 0
+    assert "prepare" in run("dvc", "status", "prepare").stdout  # the new version reruns prepare

@@ -55,9 +55,8 @@ def _first_line(error: Exception) -> str:
 def _require(path: Path, columns: list[str], name: str, what: str) -> None:
     if name not in columns:
         close = difflib.get_close_matches(name, columns, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        hint += ";"
-        raise StreamError(f"{path}: {what} column {name!r} not found{hint} columns present: {columns}")
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StreamError(f"{path}: {what} column {name!r} not found{hint}; columns present: {columns}")
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
