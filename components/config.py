@@ -87,7 +87,7 @@ class IdxParams(Strict):
 class StreamParams(Strict):
     """The stream `prepare` writes; window 0 is always the slow model's pretrain split.
 
-    `mnist1d`: class-incremental, cut by `pretrain_classes` and `window_classes` from one
+    `mnist1d` (alias `mnist1d-classinc`): class-incremental, cut by `pretrain_classes` and `window_classes` from one
     generated set of `num_samples` rows. `mnist1d-drift`: domain-incremental, all ten classes
     in every window, each window generated with `num_samples` rows and the generator settings
     in its `drift` entry (window 0 = the first entry, usually `{}`: the generator's defaults).
@@ -95,7 +95,7 @@ class StreamParams(Strict):
     """
 
     name: str = "mnist1d-classinc"
-    source: Literal["mnist1d", "mnist1d-drift", "river-drift", "table", "idx"] = "mnist1d"
+    source: Literal["mnist1d", "mnist1d-classinc", "mnist1d-drift", "river-drift", "table", "idx"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     pretrain_classes: list[int | str] = [0, 1, 2, 3]

@@ -31,7 +31,7 @@ def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(R
             raise
     summary = summarize_seeds(method, records, params_path, root)
     print(f"[{method}] {len(seeds)} seed(s): ACC {summary['mean']['acc']:.3f} ± {summary['std']['acc']:.3f}, "
-          f"{summary['mlflow_calls']} MLflow calls", flush=True)
+          f"{summary['mlflow_calls']} MLflow calls ({summary['mlflow_seconds']:.1f} s)", flush=True)
     return summary
 
 

@@ -28,15 +28,33 @@ from components.data.stream_io import Manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
-CALLS = {"count": 0}  # MLflow client calls made by this process (reported per method run)
+CALLS = {"count": 0, "seconds": 0.0}  # MLflow calls made by this process and the time they took
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _counted(n: int = 1) -> None:
-    CALLS["count"] += n
+class _TimedClient:
+    """An MlflowClient whose every method call is counted and timed into CALLS."""
+
+    def __init__(self, inner: MlflowClient) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return attribute(*args, **kwargs)
+            finally:
+                CALLS["count"] += 1
+                CALLS["seconds"] += time.perf_counter() - start
+
+        return timed
 
 
 def tracking_uri(root: Path = REPO_ROOT) -> str:
@@ -55,7 +73,7 @@ def client() -> MlflowClient:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri)
+    return _TimedClient(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]
 
 
 def experiment_id(name: str) -> str:
@@ -99,9 +117,7 @@ def start_run(
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = c.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
-    _counted()
     if params:
-        _counted()
         flat = flatten("", params)
         c.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
     return run.info.run_id
@@ -121,7 +137,6 @@ def log_stream_input(run_id: str, manifest: Manifest, stream_dir: Path, context:
         profile=json.dumps({"windows": manifest.num_windows, "rows": rows, "content_hash": manifest.content_hash}),
     )
     c = client()
-    _counted(2)
     c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
     c.set_tag(run_id, "stream_hash", manifest.content_hash)
 
@@ -131,7 +146,6 @@ def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> Non
     items = [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()]
     c = client()
     for i in range(0, len(items), MAX_BATCH):
-        _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
 
@@ -140,7 +154,6 @@ def log_series(run_id: str, series: Mapping[str, list[float]]) -> None:
     items = [Metric(name, float(v), _now_ms(), step) for name, values in series.items() for step, v in enumerate(values)]
     c = client()
     for i in range(0, len(items), MAX_BATCH):
-        _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
 
@@ -149,22 +162,18 @@ def log_points(run_id: str, points: list[tuple[int, Mapping[str, float]]]) -> No
     items = [Metric(k, float(v), _now_ms(), step) for step, metrics in points for k, v in metrics.items()]
     c = client()
     for i in range(0, len(items), MAX_BATCH):
-        _counted()
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
-    _counted()
     client().log_artifact(run_id, str(path), artifact_path)
 
 
 def log_text(run_id: str, text: str, filename: str) -> None:
-    _counted()
     client().log_text(run_id, text, filename)
 
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
-    _counted()
     client().set_terminated(run_id, status)
 
 
@@ -174,12 +183,12 @@ def log_and_register_model(
     """Log with the pytorch flavour and register; returns the new registry version."""
     import mlflow.pytorch
 
-    client()
-    _counted(1 + len(tags))
+    client()  # sets the tracking URI for the fluent API below
     cpu_model = model.to("cpu").eval()
     # The registry announces each new version on stderr and a tracking server's run links on
     # stdout when the run ends; the stage prints its own summary instead.
     quiet = io.StringIO()
+    start = time.perf_counter()
     with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
             cpu_model,
@@ -190,6 +199,8 @@ def log_and_register_model(
             code_paths=[str(REPO_ROOT / "components")],
             registered_model_name=registered_name,
         )
+    CALLS["count"] += 1
+    CALLS["seconds"] += time.perf_counter() - start
     version = str(info.registered_model_version)
     c = client()
     for key, value in tags.items():

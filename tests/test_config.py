@@ -45,3 +45,28 @@ def test_missing_method_entry_lists_the_entries():
 
     with pytest.raises(ParamsError, match=r"no entry 'lora'; entries: \['finetune'\]"):
         entry_config({"finetune": {}}, "lora")
+
+
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        ({"source": "table"}, "stream: Value error, source 'table' needs a `table:` block"),
+        ({"source": "table", "table": {"path": "t.csv", "window": {"rows": 10, "column": "w"}}},
+         "stream.table.window: Value error, set exactly one of column, timestamp (+ length), rows, classes; got ['column', 'rows']"),
+        ({"source": "table", "table": {"path": "t.csv", "window": {"timestamp": "ts"}}},
+         "stream.table.window: Value error, timestamp and length go together"),
+        ({"source": "kafka"}, "stream.source: Input should be"),
+    ],
+)
+def test_stream_source_blocks_are_checked(tmp_path, stream, expected):
+    write_params(tmp_path, tiny_params(stream=stream))
+    with pytest.raises(ParamsError) as error:
+        load_params(tmp_path / "params.yaml")
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_source_aliases_and_defaults(tmp_path):
+    write_params(tmp_path, tiny_params(stream={"source": "mnist1d-classinc"}))
+    assert load_params(tmp_path / "params.yaml").stream.source == "mnist1d-classinc"
+    write_params(tmp_path, tiny_params(stream={"source": "river-drift"}))
+    assert load_params(tmp_path / "params.yaml").stream.river.generator == "agrawal"

@@ -148,8 +148,9 @@ def test_slca_keeps_class_statistics_and_aligns_only_the_head(tiny_root):
     assert all(torch.equal(v, backbone[k]) for k, v in method.slow.backbone.state_dict().items())
 
 
-def test_error_memory_fixes_a_stored_mistake_without_changing_any_weight(tiny_root):
-    method, stream = _method(tiny_root, "error_memory", raw={"capacity": 50, "neighbours": 1})
+@pytest.mark.parametrize("retrieval", ["lsh", "exact"])
+def test_error_memory_fixes_a_stored_mistake_without_changing_any_weight(tiny_root, retrieval):
+    method, stream = _method(tiny_root, "error_memory", raw={"capacity": 50, "retrieval": retrieval})
     window = stream.window(1)
     weights = {k: v.clone() for k, v in method.slow.state_dict().items()}
     wrong_before = predict_logits(method.predictor(), window.x_train).argmax(1) != window.y_train
@@ -161,6 +162,21 @@ def test_error_memory_fixes_a_stored_mistake_without_changing_any_weight(tiny_ro
     labels = method.memory.y[:50]
     fixed = predict_logits(method.predictor(), stored).argmax(1)
     assert (fixed == labels).float().mean() == 1.0
+    reloaded, _ = _method(tiny_root, "error_memory", raw={"capacity": 50, "retrieval": retrieval})
+    reloaded.load_state_dict(method.state_dict())
+    assert torch.equal(predict_logits(reloaded.predictor(), stored), predict_logits(method.predictor(), stored))
+
+
+def test_error_memory_lsh_totals_match_the_ring(tiny_root):
+    """The bucket totals are exactly the sums of the entries in the ring, after eviction too."""
+    method, stream = _method(tiny_root, "error_memory", raw={"capacity": 40, "only_mistakes": False, "tables": 3, "hash_bits": 6})
+    method.learn_window(stream.window(1))
+    method.learn_window(stream.window(2))
+    m = method.memory
+    counts = torch.zeros(len(m.totals))
+    for codes in m.codes[: m.size]:
+        counts[codes] += 1
+    assert torch.equal(m.totals[:, -1], counts) and counts.sum() == 40 * 3
 
 
 def test_error_memory_never_exceeds_its_bound_and_drops_the_oldest(tiny_root):

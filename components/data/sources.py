@@ -13,7 +13,7 @@ def build_stream(stream: StreamParams, root: Path) -> PreparedStream:
 
     Sources are imported on use: river and the table reader are not needed for MNIST-1D.
     """
-    if stream.source in ("mnist1d", "mnist1d-drift"):
+    if stream.source in ("mnist1d", "mnist1d-classinc", "mnist1d-drift"):
         from components.data.mnist1d_source import build_windows
 
         return PreparedStream(build_windows(stream), [str(c) for c in range(10)])
