@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,22 +15,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_params, write_params
+from benchmarks._project import copy_repository
+from tests.conftest import tiny_params, write_params
 
 pytestmark = pytest.mark.e2e
 E2E_METHODS = ("finetune", "lora", "replay")
 
 
 def _copy_repository(dest: Path) -> None:
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split("\n")
-    for name in filter(None, files):
-        source = REPO / name
-        if source.is_file() and not name.startswith(("results/", "dvc.lock")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    copy_repository(dest)  # the same copy the benchmarks run in
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
 
 
