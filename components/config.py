@@ -144,6 +144,35 @@ class EvaluationParams(Strict):
 
 class TrackingParams(Strict):
     ui_url: str = Field("http://127.0.0.1:5000", description="where `mlflow ui` serves, for links from Prefect")
+    retry_attempts: int = Field(6, ge=1, description="tries per tracking call when the store is unreachable or locked")
+    retry_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries; doubles, at most 30 s")
+
+
+class DriftTrigger(Strict):
+    """A river drift detector on the serving model's errors; a drift starts consolidation early."""
+
+    detector: Literal["off", "adwin", "page_hinkley"] = "off"
+    delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence / Page-Hinkley's tolerated change")
+    threshold: float = Field(50.0, gt=0, description="Page-Hinkley's alarm threshold")
+
+
+class OpsParams(Strict):
+    """Scheduled operation (flows/ops.py): which method runs live and the gates it must pass."""
+
+    method: str = Field("replay", description="entry under methods: that the scheduled loop runs")
+    seed: int = 0
+    challenger_min_acc: float = Field(
+        0.0, ge=0, le=1, description="fast-adapt registers a challenger only at this accuracy over seen windows or above"
+    )
+    promotion_tolerance: float = Field(
+        0.02, ge=0, le=1, description="consolidate promotes unless accuracy over seen windows drops by more than this"
+    )
+    on_busy: Literal["wait", "skip"] = Field("wait", description="another run holds this stream: wait for it, or skip")
+    lock_lease_seconds: float = Field(
+        120.0, ge=60, description="a killed run's hold on the stream expires after this long"
+    )
+    reproduce_prepare: bool = Field(True, description="ingest runs `dvc repro prepare` first (new files in data/raw/)")
+    drift: DriftTrigger = DriftTrigger()
 
 
 class CompareParams(Strict):
@@ -162,6 +191,7 @@ class Params(Strict):
     evaluation: EvaluationParams = EvaluationParams()
     compare: CompareParams = CompareParams()
     tracking: TrackingParams = TrackingParams()
+    ops: OpsParams = OpsParams()
 
     def stream_dir(self, root: Path) -> Path:
         return root / "data" / "streams" / self.stream.name

@@ -24,12 +24,21 @@ def evaluate_windows(model: nn.Module, stream: Stream) -> list[float]:
 
 def pretrain_slow_model(params: Params, stream: Stream, generator: torch.Generator) -> tuple[SlowNet, list[float]]:
     """Train the slow model from scratch on window 0 (the pretrain split)."""
-    base = stream.window(0)
+    return train_slow_model(params, stream, [0], generator)
+
+
+def train_slow_model(
+    params: Params, stream: Stream, windows: list[int], generator: torch.Generator
+) -> tuple[SlowNet, list[float]]:
+    """A fresh slow model trained jointly on the training rows of `windows` (the scheduled
+    loop's weekly `pretrain-slow` passes every window so far)."""
+    parts = [stream.window(k) for k in windows]
+    x = torch.cat([w.x_train for w in parts]) if len(parts) > 1 else parts[0].x_train
+    y = torch.cat([w.y_train for w in parts]) if len(parts) > 1 else parts[0].y_train
     model = build_model(params.model, stream.manifest.num_features, stream.num_classes).to(stream.device)
     p = params.pretrain
     losses = train(
-        model, base.x_train, base.y_train, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size,
-        generator=generator, weight_decay=p.weight_decay,
+        model, x, y, epochs=p.epochs, lr=p.lr, batch_size=p.batch_size, generator=generator, weight_decay=p.weight_decay
     )
     return model, losses
 

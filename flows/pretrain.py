@@ -8,7 +8,7 @@ from tasks.context import REPO_ROOT
 from tasks.pretrain import pretrain
 
 
-@flow(name="pretrain-slow")
+@flow(name="pretrain")
 def pretrain_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     return pretrain(params_path, root)
 

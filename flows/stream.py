@@ -1,4 +1,6 @@
-"""Flow: run one method over every window of the stream, once per seed, then aggregate."""
+"""Flow: run one method over every window of the stream, once per seed, then aggregate.
+
+A run that was killed resumes at its first unfinished window (tasks/stream.py)."""
 
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(R
     for seed in seeds:
         opened = open_method_run(method, seed, params_path, root)
         try:
-            windows, step = [], 0
-            for k in range(1, opened["num_windows"]):
+            windows = opened["windows"]  # finished by an interrupted run of the same work
+            step = windows[-1]["end_step"] if windows else 0
+            for k in range(len(windows) + 1, opened["num_windows"]):
                 windows.append(absorb(method, seed, k, opened["run_id"], step, params_path, root))
                 step = windows[-1]["end_step"]
             records.append(close_method_run(

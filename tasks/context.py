@@ -10,6 +10,7 @@ import torch
 from components.config import Params, load_params
 from components.data.loading import Stream
 from components.runtime import configure_torch, pick_device
+from tasks import tracking
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,7 @@ def open_context(params_path: Path | str, root: Path | str = REPO_ROOT, seed: in
     """Params, device and the stream; torch seeded with `seed` (default: params' `seed`)."""
     root = Path(root)
     params = load_params(root / params_path)
+    tracking.configure_retries(params.tracking.retry_attempts, params.tracking.retry_backoff_seconds)
     device = pick_device(params.device)
     generator = configure_torch(params.threads, params.seed if seed is None else seed)
     return RunContext(params, root, device, generator, Stream(params.stream_dir(root), device))

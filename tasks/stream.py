@@ -5,6 +5,7 @@ summary; then aggregate the seeds.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from components.methods import build_method, entry_config, parse_method_config
 from components.methods.base import Method, MethodContext
 from components.metrics import min_accuracy, stability_gap, summarize, worst_case_accuracy
 from components.models import build_model
+from components.progress import Progress, file_digest, fingerprint, load_progress, resumable, save_progress
 from components.plots import accuracy_heatmap, continual_csv, matrix_csv
 from components.protocol import absorb_window, evaluate_windows
 from components.runtime import peak_memory_mb
@@ -45,25 +47,55 @@ def seed_dir(ctx: RunContext, entry: str, seed: int) -> Path:
     return ctx.results_dir / "methods" / entry / f"seed{seed}"
 
 
+def _fingerprint(ctx: RunContext, entry: str, seed: int) -> str:
+    """Everything a method's numbers depend on: a change in any of it means start over."""
+    p = ctx.params
+    return fingerprint(
+        ctx.stream.manifest.content_hash, file_digest(ctx.models_dir / "slow" / "model.pt"),
+        entry_config(p.methods, entry), seed, p.model.model_dump(), p.evaluation.model_dump(), p.threads, str(ctx.device),
+    )
+
+
 @task(name="open-method-run", cache_policy=NO_CACHE)
 def open_method_run(entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R)."""
+    """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R), or
+    resume an interrupted run of the same work from its last finished window."""
     ctx = open_context(params_path, root, seed)
     p, manifest = ctx.params, ctx.stream.manifest
     config = parse_method_config(entry, entry_config(p.methods, entry))
-    run_id = tracking.start_run(
-        manifest.name, f"{entry}-seed{seed}",
-        tags={
-            "method": entry, "method_type": config.method or entry, "seed": str(seed), "stream": manifest.name,
-            "stream_hash": manifest.content_hash, "phase": "stream",
-        },
-        params={"method": config.model_dump(exclude_none=True), "seed": seed, "model": p.model.model_dump(),
-                "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"},
-    )
-    tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
-    baseline = evaluate_windows(_method(ctx, entry, None).predictor(), ctx.stream)
-    tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
-    return {"run_id": run_id, "baseline": baseline, "num_windows": ctx.stream.num_windows}
+    directory = state_path(ctx, entry, seed, 0).parent
+    current = _fingerprint(ctx, entry, seed)
+    previous = load_progress(directory)
+    if previous is not None and not previous.complete:
+        tracking.mark_interrupted(previous.run_id)  # its process died: nothing else will end it
+    tags = {
+        "method": entry, "method_type": config.method or entry, "seed": str(seed), "stream": manifest.name,
+        "stream_hash": manifest.content_hash, "phase": "stream",
+    }
+    params = {"method": config.model_dump(exclude_none=True), "seed": seed, "model": p.model.model_dump(),
+              "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"}
+    if resumable(previous, current):
+        assert previous is not None
+        tags |= {"resumed_from": previous.run_id, "resumed_at_window": str(previous.next_window)}
+        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
+        tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
+        progress = Progress(current, run_id, previous.baseline, previous.windows, False,
+                            [*previous.resumed_from, previous.run_id])
+        save_progress(directory, progress)
+        for record in progress.unlogged():  # finished but killed before its metrics were sent
+            _log_window(ctx, entry, seed, run_id, record, directory, progress)
+        print(f"[{entry} seed {seed}] resuming at window {progress.next_window} "
+              f"(run {previous.run_id[:8]} was interrupted; marked FAILED)", flush=True)
+    else:
+        shutil.rmtree(directory, ignore_errors=True)  # checkpoints of other work
+        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
+        tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
+        baseline = evaluate_windows(_method(ctx, entry, None).predictor(), ctx.stream)
+        tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
+        progress = Progress(current, run_id, baseline)
+        save_progress(directory, progress)
+    return {"run_id": run_id, "baseline": progress.baseline, "num_windows": ctx.stream.num_windows,
+            "windows": progress.windows}
 
 
 @task(name="absorb-window", cache_policy=NO_CACHE)
@@ -71,7 +103,10 @@ def absorb(
     entry: str, seed: int, window: int, parent_run_id: str, start_step: int = 0,
     params_path: str = "params.yaml", root: str = str(REPO_ROOT),
 ) -> dict:
-    """Fast step on one window plus consolidation, evaluated continually and at the end."""
+    """Fast step on one window plus consolidation, evaluated continually and at the end.
+
+    The checkpoint and the window's record are on disk before its metrics are sent, so a
+    kill at any point loses at most this window's training (components/progress.py)."""
     ctx = open_context(params_path, root, seed * 1000 + window)
     e = ctx.params.evaluation
     evaluator = ContinualEvaluator(ctx.stream, e.every_steps, e.subset_rows, seed, step=start_step, prequential=e.prequential)
@@ -92,17 +127,19 @@ def absorb(
     }
     if evaluator.prequential_accuracy is not None:
         summary["prequential_acc"] = evaluator.prequential_accuracy
-    child = tracking.start_run(
-        ctx.stream.manifest.name, f"{entry}-seed{seed}-window{window}", parent_run_id=parent_run_id,
-        tags={"method": entry, "seed": str(seed), "window": str(window), "phase": "window"},
-        params={"train_rows": len(ctx.stream.window(window).y_train)},
-    )
-    tracking.log_stream_input(child, ctx.stream.manifest, ctx.stream.root, f"window {window}")
-    tracking.log_series(child, {f"loss_{phase}": values for phase, values in result.report.losses.items()})
-    tracking.log_metrics(child, summary)
-    tracking.end_run(child)
-    tracking.log_metrics(parent_run_id, summary, step=window)
-    tracking.log_points(parent_run_id, [(p.step, curve_metrics(p)) for p in evaluator.points])
+    record = {"window": window, "accuracies": result.accuracies, "seconds": result.seconds,
+              "fast_state_bytes": result.report.fast_state_bytes, "peak_memory_mb": summary["peak_memory_mb"],
+              "samples_per_second": summary["samples_per_second"],
+              "points": [p.as_dict() for p in evaluator.points], "end_step": evaluator.step,
+              "summary": summary, "losses": result.report.losses,
+              "train_rows": len(ctx.stream.window(window).y_train), "logged": False}
+    directory = state_path(ctx, entry, seed, window).parent
+    progress = load_progress(directory)
+    if progress is None or progress.run_id != parent_run_id or progress.next_window != window:
+        raise RuntimeError(f"{directory}: progress does not expect window {window} of run {parent_run_id}")
+    progress.windows.append(record)
+    save_progress(directory, progress)
+    _log_window(ctx, entry, seed, parent_run_id, record, directory, progress)
 
     accs = " ".join(f"{a:.2f}" for a in result.accuracies[: window + 1])
     print(
@@ -110,10 +147,29 @@ def absorb(
         f"acc(seen) {result.seen_accuracy:.3f}  per window: {accs}",
         flush=True,
     )
-    return {"window": window, "accuracies": result.accuracies, "seconds": result.seconds,
-            "fast_state_bytes": result.report.fast_state_bytes, "peak_memory_mb": summary["peak_memory_mb"],
-            "samples_per_second": summary["samples_per_second"],
-            "points": [p.as_dict() for p in evaluator.points], "end_step": evaluator.step}
+    return record
+
+
+def _log_window(
+    ctx: RunContext, entry: str, seed: int, parent_run_id: str, record: dict, directory: Path, progress: Progress
+) -> None:
+    """A window's child run, its summary on the parent at step = window, its continual
+    points; then the record is marked logged."""
+    window, summary = record["window"], record["summary"]
+    child = tracking.start_run(
+        ctx.stream.manifest.name, f"{entry}-seed{seed}-window{window}", parent_run_id=parent_run_id,
+        tags={"method": entry, "seed": str(seed), "window": str(window), "phase": "window"},
+        params={"train_rows": record["train_rows"]},
+    )
+    tracking.log_stream_input(child, ctx.stream.manifest, ctx.stream.root, f"window {window}")
+    tracking.log_series(child, {f"loss_{phase}": values for phase, values in record["losses"].items()})
+    tracking.log_metrics(child, summary)
+    tracking.end_run(child)
+    tracking.log_metrics(parent_run_id, summary, step=window)
+    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for p in record["points"]]
+    tracking.log_points(parent_run_id, [(p.step, curve_metrics(p)) for p in points])
+    record["logged"] = True
+    save_progress(directory, progress)
 
 
 def curve_metrics(point: EvalPoint) -> dict[str, float]:
@@ -173,6 +229,11 @@ def close_method_run(
     else:
         tracking.end_run(parent_run_id)
     save_json(record, out / "metrics.json")
+    directory = state_path(ctx, entry, seed, 0).parent
+    progress = load_progress(directory)
+    if progress is not None and progress.run_id == parent_run_id:
+        progress.complete = True
+        save_progress(directory, progress)
     return record
 
 

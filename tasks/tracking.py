@@ -14,29 +14,85 @@ import logging
 import os
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import mlflow
 import numpy as np
 import torch
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from components.data.stream_io import Manifest
+from components.errors import SlowfastError
+
+T = TypeVar("T")
+
+
+class TrackingUnavailable(SlowfastError):
+    """The tracking store stayed unreachable through every retry."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
-CALLS = {"count": 0, "seconds": 0.0}  # MLflow calls made by this process and the time they took
+CALLS = {"count": 0, "seconds": 0.0, "retries": 0}  # MLflow calls made by this process, their time, retries
+# Transient tracking failures are retried with exponential backoff (params.yaml `tracking:`
+# sets these through `configure_retries`); MLflow's own HTTP retries are turned off in
+# flows/__init__.py so this is the one policy, and a permanent failure ends in one line.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+RETRY = {"attempts": 6, "backoff_seconds": 1.0, "max_backoff_seconds": 30.0}
+_TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
+_TRANSIENT_TEXT = ("database is locked", "failed with exception", "connection refused", "max retries exceeded",
+                   "temporarily unavailable", "timed out")
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def configure_retries(attempts: int, backoff_seconds: float, max_backoff_seconds: float = 30.0) -> None:
+    RETRY.update(attempts=attempts, backoff_seconds=backoff_seconds, max_backoff_seconds=max_backoff_seconds)
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure worth retrying: the store unreachable, busy or locked; not a bad request."""
+    if isinstance(error, (ConnectionError, TimeoutError)):
+        return True
+    if isinstance(error, MlflowException):
+        text = str(error).lower()
+        return error.error_code in _TRANSIENT_CODES or any(t in text for t in _TRANSIENT_TEXT)
+    return type(error).__module__.startswith(("requests", "urllib3")) or "database is locked" in str(error)
+
+
+def with_retries(call: Callable[[], T], what: str) -> T:
+    """`call()`, retried on transient failures with exponential backoff; after the last
+    attempt a TrackingUnavailable error that names the store and the call."""
+    delay = RETRY["backoff_seconds"]
+    for attempt in range(1, int(RETRY["attempts"]) + 1):
+        try:
+            return call()
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            if attempt == RETRY["attempts"]:
+                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+                raise TrackingUnavailable(
+                    f"MLflow store {tracking_uri()}: {what} failed {attempt} times ({first_line}); "
+                    "nothing was promoted; rerun when the store is back"
+                ) from None
+            CALLS["retries"] += 1
+            logging.getLogger("slowfast.tracking").warning(
+                "MLflow %s failed (%s); retry %d in %.1f s", what, type(error).__name__, attempt, delay
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, RETRY["max_backoff_seconds"])
+    raise AssertionError("unreachable")
+
+
 class _TimedClient:
-    """An MlflowClient whose every method call is counted and timed into CALLS."""
+    """An MlflowClient whose every method call is counted, timed into CALLS and retried
+    on transient failures (`with_retries`)."""
 
     def __init__(self, inner: MlflowClient) -> None:
         self._inner = inner
@@ -49,7 +105,7 @@ class _TimedClient:
         def timed(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
-                return attribute(*args, **kwargs)
+                return with_retries(lambda: attribute(*args, **kwargs), name)
             finally:
                 CALLS["count"] += 1
                 CALLS["seconds"] += time.perf_counter() - start
@@ -175,6 +231,24 @@ def log_text(run_id: str, text: str, filename: str) -> None:
 
 def end_run(run_id: str, status: str = "FINISHED") -> None:
     client().set_terminated(run_id, status)
+
+
+def mark_interrupted(run_id: str) -> None:
+    """A run whose process was killed stays RUNNING forever; mark it and its RUNNING child
+    runs FAILED, tagged `interrupted`. A run the store does not hold is left alone."""
+    c = client()
+    try:
+        run = c.get_run(run_id)
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return
+        raise
+    children = c.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}' and attributes.status = 'RUNNING'"
+    )
+    for stale in [*children, run] if run.info.status == "RUNNING" else children:
+        c.set_tag(stale.info.run_id, "interrupted", "true")
+        c.set_terminated(stale.info.run_id, "FAILED")
 
 
 def log_and_register_model(

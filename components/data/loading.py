@@ -24,16 +24,20 @@ class Window:
 class Stream:
     """Reads a validated stream once per window and keeps the tensors for reuse."""
 
-    def __init__(self, root: Path | str, device: torch.device | str = "cpu") -> None:
+    def __init__(self, root: Path | str, device: torch.device | str = "cpu", visible: int | None = None) -> None:
         self.root = Path(root)
         self.device = torch.device(device)
         self.manifest: Manifest = read_manifest(self.root)
+        if visible is not None and not 1 <= visible <= self.manifest.num_windows:
+            raise IndexError(f"{self.root}: cannot show {visible} windows, the stream has {self.manifest.num_windows}")
+        self.visible = visible
         self._cache: dict[int, Window] = {}
 
     @property
     def num_windows(self) -> int:
-        """Windows including window 0, the slow model's pretrain split."""
-        return self.manifest.num_windows
+        """Windows including window 0, the slow model's pretrain split. `visible` limits the
+        view to the windows that have arrived so far (scheduled operation, flows/ops.py)."""
+        return self.manifest.num_windows if self.visible is None else self.visible
 
     @cached_property
     def num_classes(self) -> int:

@@ -1,0 +1,77 @@
+"""Where a method's run over the stream stands, on disk, so a killed run resumes.
+
+One `progress.json` per method and seed beside its per-window checkpoints. It is rewritten
+atomically after each step, in this order for window k:
+
+1. the method's state after window k (`window-000k.pt`), written atomically;
+2. the window's record (accuracies, timings, continual points) with `logged: false`;
+3. the window's metrics sent to the tracking store;
+4. `logged: true`.
+
+A run killed anywhere resumes at the first window without a record; a record that was
+never marked logged is logged by the run that resumes (into its own tracking run), so
+every window's metrics reach the store once. The fingerprint names everything the
+results depend on: a run with other params, data or slow model starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from components.checkpoint import save_json
+
+PROGRESS_FILE = "progress.json"
+
+
+def fingerprint(*parts: Any) -> str:
+    """sha256 of the parts' canonical JSON (pydantic dumps, hashes, seeds)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@dataclass
+class Progress:
+    fingerprint: str
+    run_id: str
+    baseline: list[float]
+    windows: list[dict[str, Any]] = field(default_factory=list)  # one record per finished window, in order
+    complete: bool = False
+    resumed_from: list[str] = field(default_factory=list)  # tracking runs this one took over from
+
+    @property
+    def next_window(self) -> int:
+        return len(self.windows) + 1
+
+    @property
+    def end_step(self) -> int:
+        return self.windows[-1]["end_step"] if self.windows else 0
+
+    def unlogged(self) -> list[dict[str, Any]]:
+        return [w for w in self.windows if not w.get("logged")]
+
+
+def progress_path(directory: Path) -> Path:
+    return Path(directory) / PROGRESS_FILE
+
+
+def load_progress(directory: Path) -> Progress | None:
+    path = progress_path(directory)
+    if not path.is_file():
+        return None
+    return Progress(**json.loads(path.read_text()))
+
+
+def save_progress(directory: Path, progress: Progress) -> None:
+    save_json(progress.__dict__, progress_path(directory))
+
+
+def resumable(previous: Progress | None, current_fingerprint: str) -> bool:
+    """A previous, unfinished run of the same work: pick it up instead of starting over."""
+    return previous is not None and not previous.complete and previous.fingerprint == current_fingerprint
