@@ -13,6 +13,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from components.errors import SlowfastError
@@ -26,13 +27,15 @@ def quiet_libraries() -> None:
 
 def run(flow_fn: Callable[..., Any], configure: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=f"python -m {flow_fn.__module__}", description=flow_fn.__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml", help="params file, relative to --root (default: params.yaml)")
+    parser.add_argument("--root", default=None, help="project root holding data/, models/, results/ (default: this checkout)")
     if configure:
         configure(parser)
     args = vars(parser.parse_args())
     quiet_libraries()
     try:
-        flow_fn(params_path=args.pop("params"), **args)
+        root = args.pop("root")
+        flow_fn(params_path=args.pop("params"), **args, **({"root": str(Path(root).resolve())} if root else {}))
     except SlowfastError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
