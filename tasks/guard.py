@@ -13,6 +13,7 @@ from contextlib import ExitStack, contextmanager
 
 import httpx
 from prefect.client.orchestration import get_client
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -44,8 +45,10 @@ def stream_lock(stream: str, on_busy: str, lease_seconds: float) -> Iterator[boo
                 name, occupy=1, lease_duration=lease_seconds, strict=True,
                 max_retries=0 if on_busy == "skip" else None,
             ))
-        except (TimeoutError, httpx.HTTPStatusError) as error:
-            if on_busy != "skip" or (isinstance(error, httpx.HTTPStatusError) and error.response.status_code != 423):
+        except ConcurrencySlotAcquisitionError as error:
+            cause = error.__cause__
+            busy = isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
+            if on_busy != "skip" or not busy:
                 raise
             yield False
             return

@@ -39,6 +39,11 @@ def _method(ctx: RunContext, entry: str, state_path: Path | None, evaluator: Con
     return method
 
 
+# Summarised once per run by close_method_run at step = last window; per window they stay on
+# the child runs, so the parent never holds two values of one metric at one step.
+RUN_TOTALS = ("fast_state_bytes", "peak_memory_mb", "samples_per_second")
+
+
 def state_path(ctx: RunContext, entry: str, seed: int, window: int) -> Path:
     return ctx.state_dir / entry / f"seed{seed}" / f"window-{window:04d}.pt"
 
@@ -165,9 +170,14 @@ def _log_window(
     tracking.log_series(child, {f"loss_{phase}": values for phase, values in record["losses"].items()})
     tracking.log_metrics(child, summary)
     tracking.end_run(child)
-    tracking.log_metrics(parent_run_id, summary, step=window)
+    tracking.log_metrics(parent_run_id, {k: v for k, v in summary.items() if k not in RUN_TOTALS}, step=window)
     points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for p in record["points"]]
-    tracking.log_points(parent_run_id, [(p.step, curve_metrics(p)) for p in points])
+    curve = [(p.step, curve_metrics(p)) for p in points]
+    if window > 1 and curve:
+        # The pre-window point shares its step with the previous window's last point (same
+        # model): only the new window's accuracy is new there; one value per metric per step.
+        curve[0] = (curve[0][0], {f"cl_acc_w{window}": curve[0][1][f"cl_acc_w{window}"]})
+    tracking.log_points(parent_run_id, curve)
     record["logged"] = True
     save_progress(directory, progress)
 

@@ -91,3 +91,33 @@ def tiny_root(tmp_path_factory) -> Path:
     write_stream(params.stream_dir(root), params.stream.name, class_incremental_windows(params.stream),
                  [str(c) for c in range(10)], {"generator": "mnist1d"})
     return root
+
+
+STREAM = TINY_PARAMS["stream"]["name"]
+
+
+def live_params(**ops) -> dict:
+    """Tiny params for the live loop: a pretrained model worth protecting, replay that learns
+    in a few steps, and `wrecked`, a finetune whose learning rate destroys what it knew."""
+    params = tiny_params()
+    params["pretrain"] = {**params["pretrain"], "epochs": 30}
+    params["methods"] = {
+        "replay": {"epochs": 10, "lr": 0.005, "buffer_size": 300},
+        "wrecked": {"method": "finetune", "lr": 0.5, "epochs": 5},
+    }
+    params["ops"] = {"method": "replay", "challenger_min_acc": 0.0, "promotion_tolerance": 0.02,
+                     "reproduce_prepare": False, **ops}
+    return params
+
+
+def make_root(base: Path, params: dict) -> Path:
+    """A project root with `params`, its stream prepared and the slow model pretrained
+    (in-process flows: needs the Prefect test server and an MLflow store)."""
+    from flows.prepare import prepare_flow
+    from flows.pretrain import pretrain_flow
+
+    base.mkdir(parents=True, exist_ok=True)
+    write_params(base, params)
+    prepare_flow(root=str(base))
+    pretrain_flow(root=str(base))
+    return base

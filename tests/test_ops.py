@@ -15,33 +15,9 @@ from components.config import DriftTrigger
 from components.errors import SlowfastError
 from components.ops.drift import detect_drift
 from components.ops.state import OpsState, load_ops_state, promotion
-from tests.conftest import tiny_params, write_params
+from tests.conftest import STREAM, live_params, make_root, write_params
 
-STREAM = "tiny-classinc"
 LIVE_MODEL = f"slowfast-{STREAM}-live"
-
-
-def live_params(**ops) -> dict:
-    params = tiny_params()
-    params["pretrain"] = {**params["pretrain"], "epochs": 30}  # a champion worth protecting
-    params["methods"] = {
-        "replay": {"epochs": 10, "lr": 0.005, "buffer_size": 300},
-        "wrecked": {"method": "finetune", "lr": 0.5, "epochs": 5},  # destroys what the model knew
-    }
-    params["ops"] = {"method": "replay", "challenger_min_acc": 0.0, "promotion_tolerance": 0.02,
-                     "reproduce_prepare": False, **ops}
-    return params
-
-
-def make_root(base: Path, params: dict) -> Path:
-    from flows.prepare import prepare_flow
-    from flows.pretrain import pretrain_flow
-
-    base.mkdir(parents=True, exist_ok=True)
-    write_params(base, params)
-    prepare_flow(root=str(base))
-    pretrain_flow(root=str(base))
-    return base
 
 
 def state_of(root: Path) -> OpsState:

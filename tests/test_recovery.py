@@ -1,0 +1,216 @@
+"""Safety of unattended runs, with real processes: a SIGKILL in the middle of a window,
+two runs on one stream at once, and a tracking store that is down."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, STREAM, live_params, make_root, tiny_params, write_params
+
+TIMING = {"seconds", "samples_per_second", "peak_memory_mb", "seconds_per_window"}
+
+
+def flow_command(module: str, root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", module, *args, "--root", str(root)]
+
+
+def flow_env(prefect_api_url: str, store: str) -> dict:
+    return {**os.environ, "PREFECT_API_URL": prefect_api_url, "MLFLOW_TRACKING_URI": store}
+
+
+def _history(client: MlflowClient, run_ids: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """Every (step, value) of every metric over the given runs, timings left out."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for run_id in run_ids:
+        for key in client.get_run(run_id).data.metrics:
+            if key not in TIMING:
+                out.setdefault(key, []).extend((m.step, m.value) for m in client.get_metric_history(run_id, key))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_url, tmp_path, monkeypatch):
+    params = tiny_params()
+    params["methods"] = {"replay": {"epochs": 60, "lr": 0.005, "buffer_size": 300}}  # a window takes seconds
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'clean.db'}")
+    killed_root = make_root(tmp_path / "killed", params)
+    clean_root = tmp_path / "clean"
+    shutil.copytree(killed_root, clean_root)
+    killed_store = f"sqlite:///{tmp_path / 'killed.db'}"
+    env = flow_env(prefect_api_url, killed_store)
+
+    process = subprocess.Popen(flow_command("flows.stream", killed_root, "--method", "replay"), cwd=REPO, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:  # window 1 finished and logged: window 2 is training now
+        if "window 1/3" in line:
+            break
+    time.sleep(0.5)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    state = killed_root / ".slowfast" / "state" / STREAM / "replay" / "seed0"
+    assert (state / "window-0001.pt").is_file()
+    assert not (state / "window-0002.pt").exists(), "the kill came after window 2: not mid-window"
+
+    resumed = subprocess.run(flow_command("flows.stream", killed_root, "--method", "replay"), cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming at window 2" in resumed.stdout
+    assert "window 1/3" not in resumed.stdout  # not trained again
+
+    from flows.stream import stream_flow
+
+    stream_flow("replay", root=str(clean_root))  # the same work, never interrupted
+
+    def summary(root: Path) -> dict:
+        data = json.loads((root / "results" / "methods" / "replay" / "seed0" / "metrics.json").read_text())
+        return {k: v for k, v in data.items() if k not in TIMING | {"mlflow_run_id", "model_version", "fast_state_bytes"}}
+
+    assert summary(killed_root) == summary(clean_root)
+
+    killed, clean = MlflowClient(killed_store), MlflowClient(f"sqlite:///{tmp_path / 'clean.db'}")
+    runs = killed.search_runs([killed.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'",
+                              order_by=["attributes.start_time ASC"])
+    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
+    assert runs[0].data.tags["interrupted"] == "true"
+    assert runs[1].data.tags["resumed_from"] == runs[0].info.run_id and runs[1].data.tags["resumed_at_window"] == "2"
+    clean_run = clean.search_runs([clean.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")[0]
+    union = _history(killed, [r.info.run_id for r in runs])
+    for key, points in union.items():
+        steps = [s for s, _ in points]
+        assert len(steps) == len(set(steps)), f"{key} logged twice at a step"
+    assert union == _history(clean, [clean_run.info.run_id])
+
+
+@pytest.fixture
+def live_root(prefect_api_url, tmp_path, monkeypatch):
+    """A live root with every window arrived and nothing absorbed yet."""
+    from flows.ops import ingest_flow
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    root = make_root(tmp_path / "project", live_params(on_busy="wait"))
+    for _ in range(3):
+        ingest_flow(root=str(root))
+    return root, store
+
+
+def _absorbed(root: Path) -> int:
+    return json.loads((root / ".slowfast" / "ops" / STREAM / "state.json").read_text())["absorbed"]
+
+
+def _fast_adapt_running(since: float) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, \
+        FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["fast-adapt"])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
+        )
+    return any(r.start_time is not None and r.start_time.timestamp() >= since - 1 for r in runs)
+
+
+def test_a_run_on_a_busy_stream_waits_or_skips(prefect_api_url, live_root):
+    from tasks.guard import stream_lock
+
+    root, store = live_root
+    env = flow_env(prefect_api_url, store)
+    with stream_lock(STREAM, "wait", 60) as held:  # as a running fast-adapt would
+        assert held
+        write_params(root, live_params(on_busy="skip"))
+        skipped = subprocess.run(flow_command("flows.ops", root, "fast-adapt"),
+                                 cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert skipped.returncode == 0, skipped.stderr[-2000:]
+        assert f"[fast-adapt] skipped: another run holds stream {STREAM}" in skipped.stdout
+        assert _absorbed(root) == 0
+
+        write_params(root, live_params(on_busy="wait"))
+        started = time.time()
+        waiting = subprocess.Popen(flow_command("flows.ops", root, "fast-adapt"), cwd=REPO,
+                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not _fast_adapt_running(started):
+            assert waiting.poll() is None and time.monotonic() < deadline, "the waiting run never started"
+            time.sleep(0.5)
+        time.sleep(3)
+        assert waiting.poll() is None and _absorbed(root) == 0  # blocked on the slot, nothing touched
+    out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err[-2000:]
+    assert "[fast-adapt] window 3" in out and _absorbed(root) == 3
+
+
+def test_two_concurrent_fast_adapt_runs_absorb_each_window_once(prefect_api_url, live_root):
+    root, store = live_root
+    env = flow_env(prefect_api_url, store)
+    command = flow_command("flows.ops", root, "fast-adapt")
+    processes = [subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [e[-1500:] for _, e in outputs]
+    stdout = "".join(o for o, _ in outputs)
+    assert stdout.count("[fast-adapt] window 1:") == 1 and stdout.count("[fast-adapt] nothing to absorb") == 1
+    assert _absorbed(root) == 3
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'fast-adapt'")
+    assert len(runs) == 1
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "acc_seen")] == [1, 2, 3]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_store_down_ends_with_one_line_and_keeps_the_champion(prefect_api_url, live_root):
+    from flows.ops import fast_adapt_flow
+
+    root, _ = live_root
+    fast_adapt_flow(root=str(root))
+    params = live_params()
+    params["tracking"] = {**params["tracking"], "retry_attempts": 3, "retry_backoff_seconds": 0.2}
+    write_params(root, params)
+    live = root / ".slowfast" / "ops" / STREAM
+    before = {name: (live / name).read_bytes() for name in ("state.json", "champion.pt")}
+    dead = f"http://127.0.0.1:{_free_port()}"
+    done = subprocess.run(flow_command("flows.ops", root, "consolidate"), cwd=REPO,
+                          env=flow_env(prefect_api_url, dead), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"error: MLflow store {dead}: ") and "failed 3 times" in lines[-1]
+    assert len(lines) == 3 and all("retry" in line for line in lines[:-1])  # the two retries, then one error line
+    assert {name: (live / name).read_bytes() for name in before} == before
+
+
+def test_a_store_that_comes_back_is_retried_until_it_answers(tmp_path, monkeypatch):
+    from tasks import tracking
+
+    port = _free_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setitem(tracking.RETRY, "attempts", 10)
+    monkeypatch.setitem(tracking.RETRY, "backoff_seconds", 0.5)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "a")],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # starts in the background: the first calls find nothing listening
+    try:
+        retries = tracking.CALLS["retries"]
+        run_id = tracking.start_run("comeback", "after-an-outage")
+        assert tracking.CALLS["retries"] > retries
+        assert MlflowClient(f"http://127.0.0.1:{port}").get_run(run_id).info.run_name == "after-an-outage"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
