@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import get_run_logger, task
+from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import load_state, save_state
@@ -48,8 +48,10 @@ def _log() -> logging.Logger | logging.LoggerAdapter:
 
 
 def _say(message: str, warning: bool = False) -> None:
-    """One line for the person watching (stdout) and the same in the flow run's logs."""
-    print(message, flush=True)
+    """One line in the flow run's logs (the Prefect UI); also on stdout when run by hand
+    (a worker already shows the run's logs, so it would print twice)."""
+    if runtime.deployment.id is None:
+        print(message, flush=True)
     (_log().warning if warning else _log().info)(message)
 
 

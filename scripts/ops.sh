@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The scheduled live loop on this machine: a local Prefect server, the `slowfast` process
+# work pool, every deployment in prefect.yaml and a worker, all in the background.
+#   scripts/ops.sh up       start (first run: `dvc repro pretrain` for the slow model)
+#   scripts/ops.sh status   deployments, recent flow runs, the live state
+#   scripts/ops.sh down     stop the worker and the server
+# Logs and pids: .slowfast/ops-run/. Prefect UI: http://127.0.0.1:${SLOWFAST_PREFECT_PORT:-4200}
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/prefect_env.sh
+run_dir=.slowfast/ops-run
+port="${SLOWFAST_PREFECT_PORT:-4200}"
+export PREFECT_API_URL="http://127.0.0.1:$port/api" SLOWFAST_ROOT="$PWD"
+mkdir -p "$run_dir"
+
+alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/null; }
+
+up() {
+  scripts/setup.sh
+  if ! alive server; then
+    prefect server start --host 127.0.0.1 --port "$port" > "$run_dir/server.log" 2>&1 &
+    echo $! > "$run_dir/server.pid"
+  fi
+  python scripts/wait_for_url.py "$PREFECT_API_URL/health" 90 \
+    || { echo "error: Prefect server did not start; see $run_dir/server.log" >&2; exit 1; }
+  if [ ! -f models/slow/model.pt ]; then
+    echo "No slow model yet: dvc repro pretrain"
+    dvc repro pretrain
+  fi
+  prefect work-pool inspect slowfast > /dev/null 2>&1 || prefect work-pool create slowfast --type process > /dev/null
+  prefect --no-prompt deploy --all > "$run_dir/deploy.log" 2>&1 \
+    || { echo "error: prefect deploy failed; see $run_dir/deploy.log" >&2; exit 1; }
+  if ! alive worker; then
+    prefect worker start --pool slowfast --type process > "$run_dir/worker.log" 2>&1 &
+    echo $! > "$run_dir/worker.pid"
+  fi
+  echo "Prefect UI:  http://127.0.0.1:$port   (export PREFECT_API_URL=$PREFECT_API_URL)"
+  echo "Deployments: ingest (hourly), fast-adapt (every 15 min), consolidate (02:00), pretrain-slow (Sun 03:00),"
+  echo "             slow-fast-loop and compare (manual). Run one now: prefect deployment run 'ingest/ingest'"
+  echo "Worker log:  $run_dir/worker.log"
+}
+
+down() {
+  for name in worker server; do
+    if alive "$name"; then kill "$(cat "$run_dir/$name.pid")" && echo "stopped $name"; fi
+    rm -f "$run_dir/$name.pid"
+  done
+}
+
+status() {
+  alive server || { echo "server: not running (scripts/ops.sh up)"; exit 1; }
+  prefect deployment ls
+  prefect flow-run ls --limit 10
+  python -c 'from components.config import load_params; from components.ops.state import load_ops_state, summary_line
+p = load_params("params.yaml"); s = load_ops_state(f".slowfast/ops/{p.stream.name}")
+print(summary_line(s) if s else "live loop: not started (run the ingest deployment)")'
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: scripts/ops.sh up|status|down" >&2; exit 2 ;;
+esac
