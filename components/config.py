@@ -63,7 +63,7 @@ class WindowCut(Strict):
 class TableParams(Strict):
     """A user's parquet or CSV file (path relative to the repository root, e.g. under data/raw/)."""
 
-    path: str
+    path: str = Field(description="parquet/CSV file, or a glob (data/raw/events-*.csv): files join in name order")
     format: Literal["auto", "parquet", "csv"] = Field("auto", description="auto: from the file suffix")
     label: str = "label"
     features: list[str] | None = Field(

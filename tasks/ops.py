@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +169,7 @@ def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[st
 
 def _reproduce_prepare(root: Path) -> None:
     """`dvc repro prepare`: a new file under data/raw/ becomes a new version of the stream."""
-    done = subprocess.run(["dvc", "repro", "prepare"], cwd=root, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root, capture_output=True, text=True)
     if done.returncode != 0:
         lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
         raise SlowfastError(f"`dvc repro prepare` in {root} failed: {lines[-1] if lines else 'no output'}")

@@ -194,6 +194,16 @@ def test_missing_file(tmp_path):
     _refused(tmp_path, {"path": "data/raw/nope.parquet"}, r"nope\.parquet: file not found")
 
 
+def test_glob_that_matches_nothing(tmp_path):
+    _refused(tmp_path, {"path": "data/raw/events-*.parquet"}, r"events-\*\.parquet: no file matches")
+
+
+def test_glob_files_with_different_columns(tmp_path):
+    table().write_parquet(tmp_path / "part-1.parquet")
+    table().drop(table().columns[0]).write_parquet(tmp_path / "part-2.parquet")
+    _refused(tmp_path, {"path": "part-*.parquet"}, r"part-\*\.parquet: the matching files do not share one schema")
+
+
 def test_unreadable_parquet(tmp_path):
     _write_bad(tmp_path, b"PAR1 this is not parquet")
     _refused(tmp_path, {"path": "bad.parquet"}, r"bad\.parquet: unreadable parquet")

@@ -206,3 +206,36 @@ def test_drift_detectors_fire_on_a_jump_in_errors_and_not_on_a_steady_rate(detec
     assert row is not None and row < 200
     assert detect_drift(steady[:1000], steady[1000:], trigger) is None
     assert detect_drift(steady, jump, DriftTrigger(detector="off")) is None
+
+
+def test_a_new_daily_file_in_data_raw_becomes_the_next_window(prefect_api_url, tmp_path, mlflow_store):
+    """`table.path` is a glob: a new day's file, once prepared (`dvc repro prepare`, which
+    the ingest deployment runs), arrives as a new window; the windows already ingested stay
+    byte-identical (the seeded per-window split and window 0's scaling do not move)."""
+    import polars as pl
+
+    from flows.ops import fast_adapt_flow, ingest_flow
+    from flows.prepare import prepare_flow
+
+    raw = tmp_path / "project" / "data" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+
+    def day(d: int) -> None:
+        kind = rng.choice(["fraud", "ok"], 300, p=[0.3, 0.7])
+        pl.DataFrame({"amount": rng.normal(size=300) + 2.0 * (kind == "fraud"), "kind": kind,
+                      "at": [f"2026-11-0{d} {h % 24:02d}:00:00" for h in range(300)]}).write_csv(raw / f"events-0{d}.csv")
+
+    for d in (1, 2, 3):
+        day(d)
+    params = live_params()
+    params["stream"] = {"name": STREAM, "source": "table", "test_fraction": 0.25,
+                        "table": {"path": "data/raw/events-*.csv", "label": "kind",
+                                  "window": {"timestamp": "at", "length": "1d"}}}
+    params["model"] = {"kind": "mlp", "hidden": 32}
+    root = make_root(tmp_path / "project", params)
+    assert [ingest_flow(root=str(root))["ingested"] for _ in range(3)] == [1, 2, None]
+    day(4)
+    prepare_flow(root=str(root))
+    assert ingest_flow(root=str(root))["ingested"] == 3
+    assert fast_adapt_flow(root=str(root))["absorbed"] == [1, 2, 3]

@@ -31,20 +31,43 @@ def resolve(root: Path, relative: str) -> Path:
     return path if path.is_absolute() else root / path
 
 
+def matching_files(path: Path) -> list[Path]:
+    """The file, or every file a glob pattern matches (sorted by name: `events-2026-11-*.csv`
+    grows by one file per day, and the stream by the windows the new rows make)."""
+    if not any(ch in path.name for ch in "*?["):
+        if not path.is_file():
+            raise StreamError(f"{path}: file not found (stream.table.path in params.yaml)")
+        return [path]
+    files = sorted(p for p in path.parent.glob(path.name) if p.is_file())
+    if not files:
+        raise StreamError(f"{path}: no file matches (stream.table.path in params.yaml)")
+    return files
+
+
 def scan(path: Path, fmt: str) -> pl.LazyFrame:
-    """A lazy frame over the file, with its schema read (so a broken file fails here)."""
-    if not path.is_file():
-        raise StreamError(f"{path}: file not found (stream.table.path in params.yaml)")
+    """A lazy frame over the file (or the files of a glob, concatenated in name order), with
+    its schema read (so a broken file fails here)."""
+    files = matching_files(path)
     if fmt == "auto":
-        fmt = SUFFIX_FORMATS.get(path.suffix.lower(), "")
+        fmt = SUFFIX_FORMATS.get(files[0].suffix.lower(), "")
         if not fmt:
-            raise StreamError(f"{path}: cannot tell the format from suffix {path.suffix!r}; set stream.table.format")
+            raise StreamError(f"{files[0]}: cannot tell the format from suffix {files[0].suffix!r}; set stream.table.format")
+    frames = []
+    for file in files:
+        try:
+            frame = pl.scan_parquet(file) if fmt == "parquet" else pl.scan_csv(file, infer_schema_length=10000)
+            frame.collect_schema()
+        except Exception as error:  # polars raises several types for broken files
+            raise StreamError(f"{file}: unreadable {fmt} ({_first_line(error)})") from None
+        frames.append(frame)
+    if len(frames) == 1:
+        return frames[0]
     try:
-        frame = pl.scan_parquet(path) if fmt == "parquet" else pl.scan_csv(path, infer_schema_length=10000)
-        frame.collect_schema()
-    except Exception as error:  # polars raises several types for broken files
-        raise StreamError(f"{path}: unreadable {fmt} ({_first_line(error)})") from None
-    return frame
+        combined = pl.concat(frames, how="vertical")
+        combined.collect_schema()
+    except Exception as error:
+        raise StreamError(f"{path}: the matching files do not share one schema ({_first_line(error)})") from None
+    return combined
 
 
 def _first_line(error: Exception) -> str:
