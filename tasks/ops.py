@@ -34,6 +34,7 @@ from components.ops.state import (
     summary_line, window_digest,
 )
 from components.progress import file_digest
+from components.retry import RetriesExhausted, retry
 from components.protocol import absorb_window, evaluate_windows, train_slow_model
 from components.runtime import configure_torch
 from components.training import predict_logits
@@ -167,12 +168,25 @@ def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[st
     return version
 
 
-def _reproduce_prepare(root: Path) -> None:
-    """`dvc repro prepare`: a new file under data/raw/ becomes a new version of the stream."""
-    done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-        raise SlowfastError(f"`dvc repro prepare` in {root} failed: {lines[-1] if lines else 'no output'}")
+class _DvcFailed(Exception):
+    pass
+
+
+def _reproduce_prepare(root: Path, attempts: int, backoff_seconds: float) -> None:
+    """`dvc repro prepare`: a new file under data/raw/ becomes a new version of the stream.
+    Another DVC process holding the repository lock is waited out with backoff."""
+
+    def once() -> None:
+        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+            raise _DvcFailed(lines[-1] if lines else "no output")
+
+    try:
+        retry(once, attempts=attempts, backoff_seconds=backoff_seconds, transient=lambda e: "lock" in str(e).lower(),
+              on_retry=lambda n, e, delay: _say(f"[ingest] dvc is busy ({e}); retry {n} in {delay:.1f} s"))
+    except (_DvcFailed, RetriesExhausted) as error:
+        raise SlowfastError(f"`dvc repro prepare` in {root} failed: {error}") from None
 
 
 @task(name="ingest-window", cache_policy=NO_CACHE)
@@ -180,8 +194,9 @@ def ingest(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict
     """Let the next window of the stream arrive (after `dvc repro prepare`, when enabled)."""
     from components.config import load_params
 
-    if load_params(Path(root) / params_path).ops.reproduce_prepare:
-        _reproduce_prepare(Path(root))
+    p = load_params(Path(root) / params_path)
+    if p.ops.reproduce_prepare:
+        _reproduce_prepare(Path(root), p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
     live = open_live(params_path, root)
     state, total = live.state, live.ctx.stream.manifest.num_windows
     if state.num_arrived >= total:

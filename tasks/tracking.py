@@ -8,6 +8,7 @@ per thread and Prefect runs tasks in worker threads, so nothing here relies on i
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging
@@ -27,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from components.data.stream_io import Manifest
 from components.errors import SlowfastError
+from components.retry import RetriesExhausted, retry
 
 T = TypeVar("T")
 
@@ -59,6 +61,8 @@ def is_transient(error: BaseException) -> bool:
     """A failure worth retrying: the store unreachable, busy or locked; not a bad request."""
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
+    if isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT):
+        return True  # a file lock or a busy artifact store
     if isinstance(error, MlflowException):
         text = str(error).lower()
         return error.error_code in _TRANSIENT_CODES or any(t in text for t in _TRANSIENT_TEXT)
@@ -68,26 +72,20 @@ def is_transient(error: BaseException) -> bool:
 def with_retries(call: Callable[[], T], what: str) -> T:
     """`call()`, retried on transient failures with exponential backoff; after the last
     attempt a TrackingUnavailable error that names the store and the call."""
-    delay = RETRY["backoff_seconds"]
-    for attempt in range(1, int(RETRY["attempts"]) + 1):
-        try:
-            return call()
-        except Exception as error:
-            if not is_transient(error):
-                raise
-            if attempt == RETRY["attempts"]:
-                first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-                raise TrackingUnavailable(
-                    f"MLflow store {tracking_uri()}: {what} failed {attempt} times ({first_line}); "
-                    "nothing was promoted; rerun when the store is back"
-                ) from None
-            CALLS["retries"] += 1
-            logging.getLogger("slowfast.tracking").warning(
-                "MLflow %s failed (%s); retry %d in %.1f s", what, type(error).__name__, attempt, delay
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, RETRY["max_backoff_seconds"])
-    raise AssertionError("unreachable")
+
+    def note(attempt: int, error: BaseException, delay: float) -> None:
+        CALLS["retries"] += 1
+        logging.getLogger("slowfast.tracking").warning(
+            "MLflow %s failed (%s); retry %d in %.1f s", what, type(error).__name__, attempt, delay
+        )
+
+    try:
+        return retry(call, attempts=int(RETRY["attempts"]), backoff_seconds=RETRY["backoff_seconds"],
+                     max_backoff_seconds=RETRY["max_backoff_seconds"], transient=is_transient, on_retry=note)
+    except RetriesExhausted as exhausted:
+        raise TrackingUnavailable(
+            f"MLflow store {tracking_uri()}: {what} {exhausted}; nothing was promoted; rerun when the store is back"
+        ) from None
 
 
 class _TimedClient:

@@ -84,3 +84,29 @@ def test_each_deployment_runs_through_a_process_worker(deployed):
     assert live["decisions"] and live["retrained"] == 1
     assert (root / "results" / "methods" / "replay" / "metrics.json").is_file()
     assert json.loads((root / "results" / "compare.json").read_text()).keys() == {"replay"}
+
+
+def test_ingest_waits_out_another_dvc_process_holding_the_repository_lock(deployed, monkeypatch, capsys):
+    """A file lock is a transient failure: `dvc repro prepare` is retried with backoff."""
+    import threading
+    import time
+
+    import zc.lockfile
+
+    from flows.ops import ingest_flow
+
+    root, env = deployed
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
+    arrived = len(json.loads((root / ".slowfast" / "ops" / STREAM / "state.json").read_text())["arrived"])
+    lock = zc.lockfile.LockFile(str(root / ".dvc" / "tmp" / "lock"))  # as a running `dvc repro` holds it
+    release = threading.Timer(5.0, lock.close)
+    release.start()
+    start = time.monotonic()
+    try:
+        result = ingest_flow(root=str(root))
+    finally:
+        release.cancel()
+        lock.close()
+    assert time.monotonic() - start >= 5.0
+    assert result["ingested"] == arrived
+    assert "[ingest] dvc is busy" in capsys.readouterr().out
