@@ -223,7 +223,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
     if state.active_run is not None:  # a fast-adapt was killed: its run never ended
         tracking.mark_interrupted(state.active_run)
     pending = state.to_absorb()
-    if not pending and not state.pending_metrics:
+    if not pending and not state.pending_metrics and state.gated == state.absorbed:
         state.active_run = None
         live.save()
         _say(f"[fast-adapt] nothing to absorb: {summary_line(state)}")
@@ -262,8 +262,10 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
         _say(f"[fast-adapt] window {k}: acc over seen windows {result.seen_accuracy:.3f} ({result.seconds:.2f}s)")
 
     outcome: dict[str, Any] = {"absorbed": pending, "drift": drift}
-    if result is not None and method is not None:
-        accuracy = result.seen_accuracy
+    if state.gated < state.absorbed:  # also a state absorbed by a run killed before its gate
+        if method is None or result is None:
+            method = live.method(live.fast_state(state.absorbed), state.absorbed + 1)
+        accuracy = result.seen_accuracy if result is not None else seen_accuracy(method, live.view(state.absorbed + 1))
         outcome["acc_seen"] = accuracy
         if accuracy >= p.ops.challenger_min_acc:
             version = _register(live, method, run_id, "challenger", {"window": str(state.absorbed)})
@@ -274,6 +276,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
             reason = f"acc over seen windows {accuracy:.4f} below the gate {p.ops.challenger_min_acc}"
             tracking.client().set_tag(run_id, "challenger_refused", reason)
             _say(f"[fast-adapt] no challenger: {reason}", warning=True)
+        state.gated = state.absorbed
     if drift is not None:
         tracking.client().set_tag(run_id, "drift", f"window {drift['window']} row {drift['row']}")
     if tracking.client().get_run(run_id).info.status == "RUNNING":
@@ -349,7 +352,7 @@ def retrain_slow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -
         version = _register(live, fresh, run_id, "champion", {"window": str(n - 1), "origin": "pretrain-slow"})
         save_state({"method": None, "base": digest}, live.champion)
         state.base_digest = digest
-        state.fresh_from = state.absorbed = state.logged = state.consolidated = state.decided = n - 1
+        state.fresh_from = state.absorbed = state.logged = state.consolidated = state.decided = state.gated = n - 1
         state.champion = Release(version=version, window=n - 1, acc_seen=fresh_acc, run_id=run_id)
         shutil.rmtree(live.directory / "fast", ignore_errors=True)  # grown from the old base
         _say(f"[pretrain-slow] champion v{version}: fresh slow model on windows 0..{n - 1}; {reason}")

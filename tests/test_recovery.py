@@ -91,6 +91,57 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
     assert union == _history(clean, [clean_run.info.run_id])
 
 
+def test_sigkill_during_fast_adapt_resumes_the_live_loop(prefect_api_url, tmp_path, monkeypatch):
+    """The live loop killed mid-window: the next fast-adapt marks the killed run FAILED,
+    absorbs only what is left and logs every window once. The rerun calls the task itself:
+    the killed process's hold on the stream's slot lasts until its lease expires (at least
+    60 s, Prefect's floor), which the busy-stream test below covers."""
+    from flows.ops import ingest_flow
+    from tasks.ops import fast_adapt
+
+    params = live_params()
+    params["methods"]["replay"] = {"epochs": 300, "lr": 0.005, "buffer_size": 300}  # a window takes seconds
+    # A stream of its own: the test server runs no lease repossessor, so the killed run's
+    # slot stays taken for the rest of the session.
+    stream = params["stream"]["name"] = "tiny-killed"
+    killed_store, clean_store = f"sqlite:///{tmp_path / 'killed.db'}", f"sqlite:///{tmp_path / 'clean.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", killed_store)
+    killed_root = make_root(tmp_path / "killed", params)
+    for _ in range(3):
+        ingest_flow(root=str(killed_root))
+    clean_root = tmp_path / "clean"
+    shutil.copytree(killed_root, clean_root)
+
+    process = subprocess.Popen(flow_command("flows.ops", killed_root, "fast-adapt"), cwd=REPO,
+                               env=flow_env(prefect_api_url, killed_store), stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("[fast-adapt] window 1:"):
+            break
+    time.sleep(0.2)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    state = json.loads((killed_root / ".slowfast" / "ops" / stream / "state.json").read_text())
+    assert state["absorbed"] == 1 and state["active_run"] is not None, "the kill did not land in window 2"
+
+    assert fast_adapt(root=str(killed_root))["absorbed"] == [2, 3]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", clean_store)
+    fast_adapt(root=str(clean_root))  # the same work, never interrupted
+
+    killed, clean = MlflowClient(killed_store), MlflowClient(clean_store)
+
+    def runs(client: MlflowClient):
+        experiment = client.get_experiment_by_name(stream).experiment_id
+        return client.search_runs([experiment], "tags.phase = 'fast-adapt'", order_by=["attributes.start_time ASC"])
+
+    interrupted, resumed = runs(killed)
+    assert (interrupted.info.status, interrupted.data.tags["interrupted"]) == ("FAILED", "true")
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["resumed_from"] == interrupted.info.run_id
+    union = _history(killed, [interrupted.info.run_id, resumed.info.run_id])
+    assert union == _history(clean, [runs(clean)[0].info.run_id])
+    assert [step for step, _ in union["acc_seen"]] == [1, 2, 3]
+
+
 @pytest.fixture
 def live_root(prefect_api_url, tmp_path, monkeypatch):
     """A live root with every window arrived and nothing absorbed yet."""

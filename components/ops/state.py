@@ -70,6 +70,7 @@ class OpsState(BaseModel):
     absorbed: int = 0  # last window absorbed into the fast state
     logged: int = 0  # last absorbed window whose metrics reached the tracking store
     pending_metrics: dict[int, dict[str, float]] = Field(default_factory=dict)  # absorbed, not yet logged
+    gated: int = 0  # last absorbed window the challenger gate has decided on
     active_run: str | None = None  # tracking run of a fast-adapt in progress (left set if it was killed)
     challenger: Release | None = None
     champion: Release | None = None
