@@ -44,6 +44,7 @@ class Progress:
     windows: list[dict[str, Any]] = field(default_factory=list)  # one record per finished window, in order
     complete: bool = False
     resumed_from: list[str] = field(default_factory=list)  # tracking runs this one took over from
+    record: dict[str, Any] | None = None  # the seed's summary, once complete
 
     @property
     def next_window(self) -> int:

@@ -5,6 +5,7 @@ summary; then aggregate the seeds.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import load_state, save_json, save_state
 from components.comparison import aggregate_seeds
+from components.config import load_params
 from components.evaluation import ContinualEvaluator, EvalPoint
 from components.methods import build_method, entry_config, parse_method_config
 from components.methods.base import Method, MethodContext
@@ -62,15 +64,22 @@ def _fingerprint(ctx: RunContext, entry: str, seed: int) -> str:
 
 
 @task(name="open-method-run", cache_policy=NO_CACHE)
-def open_method_run(entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def open_method_run(
+    entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT), reuse_finished: bool = False
+) -> dict:
     """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R), or
-    resume an interrupted run of the same work from its last finished window."""
+    resume an interrupted run of the same work from its last finished window. With
+    `reuse_finished` (the flow before this one was interrupted), a seed it had finished is
+    kept: {"finished": its record}."""
     ctx = open_context(params_path, root, seed)
     p, manifest = ctx.params, ctx.stream.manifest
     config = parse_method_config(entry, entry_config(p.methods, entry))
     directory = state_path(ctx, entry, seed, 0).parent
     current = _fingerprint(ctx, entry, seed)
     previous = load_progress(directory)
+    if reuse_finished and previous is not None and previous.complete and previous.fingerprint == current \
+            and previous.record is not None:
+        return {"finished": _restore_finished_seed(ctx, entry, seed, previous)}
     if previous is not None and not previous.complete:
         tracking.mark_interrupted(previous.run_id)  # its process died: nothing else will end it
     tags = {
@@ -217,11 +226,7 @@ def close_method_run(
         summary[f"gap_depth_w{window}"] = gap["depth"] if gap["depth"] is not None else 0.0
         if gap["recovery_steps"] is not None:
             summary[f"gap_recovery_steps_w{window}"] = gap["recovery_steps"]
-    out = seed_dir(ctx, entry, seed)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "accuracy_matrix.csv").write_text(matrix_csv(matrix))
-    (out / "continual.csv").write_text(continual_csv(points))
-    accuracy_heatmap(matrix, f"{entry} (seed {seed}) on {manifest.name}", out / "accuracy_matrix.png")
+    out = _write_seed_files(ctx, entry, seed, matrix, points)
     tracking.log_metrics(parent_run_id, summary, step=len(windows))
     for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
         tracking.log_artifact(parent_run_id, out / name)
@@ -242,9 +247,52 @@ def close_method_run(
     directory = state_path(ctx, entry, seed, 0).parent
     progress = load_progress(directory)
     if progress is not None and progress.run_id == parent_run_id:
-        progress.complete = True
+        progress.complete, progress.record = True, record
         save_progress(directory, progress)
     return record
+
+
+def _write_seed_files(ctx: RunContext, entry: str, seed: int, matrix: np.ndarray, points: list[EvalPoint]) -> Path:
+    """results/methods/<entry>/seed<k>/: the accuracy matrix (CSV + heatmap) and the curve."""
+    out = seed_dir(ctx, entry, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "accuracy_matrix.csv").write_text(matrix_csv(matrix))
+    (out / "continual.csv").write_text(continual_csv(points))
+    accuracy_heatmap(matrix, f"{entry} (seed {seed}) on {ctx.stream.manifest.name}", out / "accuracy_matrix.png")
+    return out
+
+
+def _restore_finished_seed(ctx: RunContext, entry: str, seed: int, progress: Progress) -> dict:
+    """A seed an interrupted flow had finished: its files again (DVC removed the stage's
+    outputs before the rerun) from the record and checkpoints, nothing trained or logged."""
+    record = dict(progress.record or {})
+    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for w in progress.windows for p in w["points"]]
+    out = _write_seed_files(ctx, entry, seed, np.array(record["matrix"]), points)
+    if "model_version" in record:
+        final = _method(ctx, entry, state_path(ctx, entry, seed, len(progress.windows)))
+        save_state(final.predictor().state_dict(), out.parent / "model.pt")
+    save_json(record, out / "metrics.json")
+    print(f"[{entry} seed {seed}] finished by the interrupted run {progress.run_id[:8]}: kept", flush=True)
+    return record
+
+
+def flow_marker(entry: str, params_path: str, root: str) -> Path:
+    """`.slowfast/state/<stream>/<entry>/flow.json`: whether the last flow over this method
+    finished. Seeds finished by a flow that did not are reused by the next one."""
+    params = load_params(Path(root) / params_path)
+    return Path(root) / ".slowfast" / "state" / params.stream.name / entry / "flow.json"
+
+
+def begin_method_flow(entry: str, params_path: str, root: str) -> bool:
+    """Marks a flow over `entry` as started; True when the previous one never finished."""
+    marker = flow_marker(entry, params_path, root)
+    interrupted = marker.is_file() and not json.loads(marker.read_text())["complete"]
+    save_json({"complete": False}, marker)
+    return interrupted
+
+
+def end_method_flow(entry: str, params_path: str, root: str) -> None:
+    save_json({"complete": True}, flow_marker(entry, params_path, root))
 
 
 @task(name="summarize-seeds", cache_policy=NO_CACHE)

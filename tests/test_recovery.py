@@ -40,7 +40,9 @@ def _history(client: MlflowClient, run_ids: list[str]) -> dict[str, list[tuple[i
 
 
 def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_url, tmp_path, monkeypatch):
-    params = tiny_params()
+    """Killed in seed 1's second window: the rerun keeps seed 0 as it was, resumes seed 1 at
+    window 2, and ends with the numbers of a run that was never interrupted."""
+    params = tiny_params(seeds=[0, 1])
     params["methods"] = {"replay": {"epochs": 60, "lr": 0.005, "buffer_size": 300}}  # a window takes seconds
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'clean.db'}")
     killed_root = make_root(tmp_path / "killed", params)
@@ -52,38 +54,49 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
     process = subprocess.Popen(flow_command("flows.stream", killed_root, "--method", "replay"), cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:  # window 1 finished and logged: window 2 is training now
-        if "window 1/3" in line:
+        if "[replay seed 1] window 1/3" in line:
             break
-    time.sleep(0.5)
+    time.sleep(0.3)
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=30)
-    state = killed_root / ".slowfast" / "state" / STREAM / "replay" / "seed0"
+    state = killed_root / ".slowfast" / "state" / STREAM / "replay" / "seed1"
     assert (state / "window-0001.pt").is_file()
     assert not (state / "window-0002.pt").exists(), "the kill came after window 2: not mid-window"
 
     resumed = subprocess.run(flow_command("flows.stream", killed_root, "--method", "replay"), cwd=REPO, env=env,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming at window 2" in resumed.stdout
-    assert "window 1/3" not in resumed.stdout  # not trained again
+    assert "[replay seed 0] finished by the interrupted run" in resumed.stdout
+    assert "[replay seed 1] resuming at window 2" in resumed.stdout
+    assert "window 1/3" not in resumed.stdout  # nothing trained twice
 
     from flows.stream import stream_flow
 
     stream_flow("replay", root=str(clean_root))  # the same work, never interrupted
 
-    def summary(root: Path) -> dict:
-        data = json.loads((root / "results" / "methods" / "replay" / "seed0" / "metrics.json").read_text())
-        return {k: v for k, v in data.items() if k not in TIMING | {"mlflow_run_id", "model_version", "fast_state_bytes"}}
+    def summary(root: Path, *parts: str) -> dict:
+        data = json.loads(root.joinpath("results", "methods", "replay", *parts, "metrics.json").read_text())
+        skip = TIMING | {"mlflow_run_id", "mlflow_run_ids", "model_version", "mlflow_calls", "mlflow_seconds"}
+        return {k: v for k, v in data.items() if k not in skip and not k.startswith(("std", "mean"))} | {
+            k: {m: x for m, x in data[k].items() if m not in TIMING} for k in ("mean", "std") if k in data}
 
-    assert summary(killed_root) == summary(clean_root)
+    for parts in [("seed0",), ("seed1",), ()]:
+        assert summary(killed_root, *parts) == summary(clean_root, *parts), parts
+    for name in ("accuracy_matrix.csv", "continual.csv"):
+        for seed in ("seed0", "seed1"):
+            base = Path("results", "methods", "replay", seed, name)
+            assert (killed_root / base).read_text() == (clean_root / base).read_text()
 
     killed, clean = MlflowClient(killed_store), MlflowClient(f"sqlite:///{tmp_path / 'clean.db'}")
     runs = killed.search_runs([killed.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'",
                               order_by=["attributes.start_time ASC"])
-    assert [r.info.status for r in runs] == ["FAILED", "FINISHED"]
+    assert [(r.info.run_name, r.info.status) for r in runs] == [
+        ("replay-seed0", "FINISHED"), ("replay-seed1", "FAILED"), ("replay-seed1", "FINISHED")]
+    runs = runs[1:]
     assert runs[0].data.tags["interrupted"] == "true"
     assert runs[1].data.tags["resumed_from"] == runs[0].info.run_id and runs[1].data.tags["resumed_at_window"] == "2"
-    clean_run = clean.search_runs([clean.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")[0]
+    clean_run = clean.search_runs([clean.get_experiment_by_name(STREAM).experiment_id],
+                                  "tags.phase = 'stream' and tags.seed = '1'")[0]
     union = _history(killed, [r.info.run_id for r in runs])
     for key, points in union.items():
         steps = [s for s, _ in points]
