@@ -62,6 +62,9 @@ def test_prefect_yaml_deploys_every_deployment_with_its_schedule(deployed):
     assert deployments["consolidate"].schedules[0].schedule.cron == "0 2 * * *"
     assert deployments["pretrain-slow"].schedules[0].schedule.cron == "0 3 * * 0"
     assert deployments["fast-adapt"].schedules[0].schedule.interval.total_seconds() == 900
+    for name in ("slow-fast-loop", "compare"):  # the live loop's flows hold the stream's slot themselves
+        assert deployments[name].global_concurrency_limit.limit == 1
+        assert deployments[name].concurrency_options.collision_strategy == "ENQUEUE"
 
 
 def test_each_deployment_runs_through_a_process_worker(deployed):
