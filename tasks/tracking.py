@@ -261,16 +261,20 @@ def log_and_register_model(
     # stdout when the run ends; the stage prints its own summary instead.
     quiet = io.StringIO()
     start = time.perf_counter()
-    with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
-        info = mlflow.pytorch.log_model(
-            cpu_model,
-            name="model",
-            input_example=example.astype(np.float32),
-            # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            code_paths=[str(REPO_ROOT / "components")],
-            registered_model_name=registered_name,
-        )
+
+    def log() -> Any:  # retried as a whole: a version left by a failed try is never aliased
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
+            return mlflow.pytorch.log_model(
+                cpu_model,
+                name="model",
+                input_example=example.astype(np.float32),
+                # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                code_paths=[str(REPO_ROOT / "components")],
+                registered_model_name=registered_name,
+            )
+
+    info = with_retries(log, "log_model")
     CALLS["count"] += 1
     CALLS["seconds"] += time.perf_counter() - start
     version = str(info.registered_model_version)
