@@ -45,6 +45,7 @@ class Progress:
     complete: bool = False
     resumed_from: list[str] = field(default_factory=list)  # tracking runs this one took over from
     record: dict[str, Any] | None = None  # the seed's summary, once complete
+    flow_id: str = ""  # the flow over all seeds this run belongs to (tasks/stream.py flow markers)
 
     @property
     def next_window(self) -> int:

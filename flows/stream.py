@@ -20,10 +20,10 @@ from tasks.tracking import end_run
 @flow(name="slow-fast-stream")
 def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     seeds = load_params(Path(root) / params_path).seeds
-    resuming = begin_method_flow(method, params_path, root)
+    flow_id = begin_method_flow(method, params_path, root)
     records = []
     for seed in seeds:
-        opened = open_method_run(method, seed, params_path, root, resuming)
+        opened = open_method_run(method, seed, params_path, root, flow_id)
         if "finished" in opened:
             records.append(opened["finished"])
             continue
@@ -40,7 +40,7 @@ def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(R
             end_run(opened["run_id"], "FAILED")
             raise
     summary = summarize_seeds(method, records, params_path, root)
-    end_method_flow(method, params_path, root)
+    end_method_flow(method, flow_id, params_path, root)
     print(f"[{method}] {len(seeds)} seed(s): ACC {summary['mean']['acc']:.3f} ± {summary['std']['acc']:.3f}, "
           f"{summary['mlflow_calls']} MLflow calls ({summary['mlflow_seconds']:.1f} s)", flush=True)
     return summary

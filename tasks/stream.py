@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -65,20 +66,19 @@ def _fingerprint(ctx: RunContext, entry: str, seed: int) -> str:
 
 @task(name="open-method-run", cache_policy=NO_CACHE)
 def open_method_run(
-    entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT), reuse_finished: bool = False
+    entry: str, seed: int, params_path: str = "params.yaml", root: str = str(REPO_ROOT), flow_id: str = ""
 ) -> dict:
     """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R), or
-    resume an interrupted run of the same work from its last finished window. With
-    `reuse_finished` (the flow before this one was interrupted), a seed it had finished is
-    kept: {"finished": its record}."""
+    resume an interrupted run of the same work from its last finished window. A seed that
+    flow `flow_id` finished before it was interrupted is kept: {"finished": its record}."""
     ctx = open_context(params_path, root, seed)
     p, manifest = ctx.params, ctx.stream.manifest
     config = parse_method_config(entry, entry_config(p.methods, entry))
     directory = state_path(ctx, entry, seed, 0).parent
     current = _fingerprint(ctx, entry, seed)
     previous = load_progress(directory)
-    if reuse_finished and previous is not None and previous.complete and previous.fingerprint == current \
-            and previous.record is not None:
+    if previous is not None and previous.complete and previous.fingerprint == current \
+            and previous.record is not None and flow_id and previous.flow_id == flow_id:
         return {"finished": _restore_finished_seed(ctx, entry, seed, previous)}
     if previous is not None and not previous.complete:
         tracking.mark_interrupted(previous.run_id)  # its process died: nothing else will end it
@@ -94,7 +94,7 @@ def open_method_run(
         run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
         tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
         progress = Progress(current, run_id, previous.baseline, previous.windows, False,
-                            [*previous.resumed_from, previous.run_id])
+                            [*previous.resumed_from, previous.run_id], flow_id=flow_id)
         save_progress(directory, progress)
         for record in progress.unlogged():  # finished but killed before its metrics were sent
             _log_window(ctx, entry, seed, run_id, record, directory, progress)
@@ -106,7 +106,7 @@ def open_method_run(
         tracking.log_stream_input(run_id, manifest, ctx.stream.root, "stream")
         baseline = evaluate_windows(_method(ctx, entry, None).predictor(), ctx.stream)
         tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
-        progress = Progress(current, run_id, baseline)
+        progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
     return {"run_id": run_id, "baseline": progress.baseline, "num_windows": ctx.stream.num_windows,
             "windows": progress.windows}
@@ -263,7 +263,7 @@ def _write_seed_files(ctx: RunContext, entry: str, seed: int, matrix: np.ndarray
 
 
 def _restore_finished_seed(ctx: RunContext, entry: str, seed: int, progress: Progress) -> dict:
-    """A seed an interrupted flow had finished: its files again (DVC removed the stage's
+    """A seed the interrupted flow had finished: its files again (DVC removed the stage's
     outputs before the rerun) from the record and checkpoints, nothing trained or logged."""
     record = dict(progress.record or {})
     points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for w in progress.windows for p in w["points"]]
@@ -283,16 +283,19 @@ def flow_marker(entry: str, params_path: str, root: str) -> Path:
     return Path(root) / ".slowfast" / "state" / params.stream.name / entry / "flow.json"
 
 
-def begin_method_flow(entry: str, params_path: str, root: str) -> bool:
-    """Marks a flow over `entry` as started; True when the previous one never finished."""
+def begin_method_flow(entry: str, params_path: str, root: str) -> str:
+    """The id of this flow over `entry`: the interrupted flow's when the last one never
+    finished (its finished seeds are kept), else a new one."""
     marker = flow_marker(entry, params_path, root)
-    interrupted = marker.is_file() and not json.loads(marker.read_text())["complete"]
-    save_json({"complete": False}, marker)
-    return interrupted
+    previous = json.loads(marker.read_text()) if marker.is_file() else None
+    flow_id = (previous or {}).get("flow_id") if previous and not previous["complete"] else None
+    flow_id = flow_id or uuid.uuid4().hex
+    save_json({"complete": False, "flow_id": flow_id}, marker)
+    return flow_id
 
 
-def end_method_flow(entry: str, params_path: str, root: str) -> None:
-    save_json({"complete": True}, flow_marker(entry, params_path, root))
+def end_method_flow(entry: str, flow_id: str, params_path: str, root: str) -> None:
+    save_json({"complete": True, "flow_id": flow_id}, flow_marker(entry, params_path, root))
 
 
 @task(name="summarize-seeds", cache_policy=NO_CACHE)

@@ -40,9 +40,10 @@ def _history(client: MlflowClient, run_ids: list[str]) -> dict[str, list[tuple[i
 
 
 def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_url, tmp_path, monkeypatch):
-    """Killed in seed 1's second window: the rerun keeps seed 0 as it was, resumes seed 1 at
-    window 2, and ends with the numbers of a run that was never interrupted."""
-    params = tiny_params(seeds=[0, 1])
+    """A finished run, then a second one killed in seed 1's second window: the rerun keeps
+    seed 0 as the killed run left it, resumes seed 1 at window 2, trains seed 2 (not reusing
+    the first run's), and ends with the numbers of a run that was never interrupted."""
+    params = tiny_params(seeds=[0, 1, 2])
     params["methods"] = {"replay": {"epochs": 60, "lr": 0.005, "buffer_size": 300}}  # a window takes seconds
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'clean.db'}")
     killed_root = make_root(tmp_path / "killed", params)
@@ -50,6 +51,11 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
     shutil.copytree(killed_root, clean_root)
     killed_store = f"sqlite:///{tmp_path / 'killed.db'}"
     env = flow_env(prefect_api_url, killed_store)
+    from flows.stream import stream_flow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'earlier.db'}")
+    stream_flow("replay", root=str(killed_root))  # an earlier run that finished
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'clean.db'}")
 
     process = subprocess.Popen(flow_command("flows.stream", killed_root, "--method", "replay"), cwd=REPO, env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -68,9 +74,8 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "[replay seed 0] finished by the interrupted run" in resumed.stdout
     assert "[replay seed 1] resuming at window 2" in resumed.stdout
-    assert "window 1/3" not in resumed.stdout  # nothing trained twice
-
-    from flows.stream import stream_flow
+    assert "[replay seed 2] window 1/3" in resumed.stdout  # the earlier run's seed 2 is not this run's
+    assert "seed 0] window" not in resumed.stdout and "seed 1] window 1/3" not in resumed.stdout
 
     stream_flow("replay", root=str(clean_root))  # the same work, never interrupted
 
@@ -80,10 +85,10 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
         return {k: v for k, v in data.items() if k not in skip and not k.startswith(("std", "mean"))} | {
             k: {m: x for m, x in data[k].items() if m not in TIMING} for k in ("mean", "std") if k in data}
 
-    for parts in [("seed0",), ("seed1",), ()]:
+    for parts in [("seed0",), ("seed1",), ("seed2",), ()]:
         assert summary(killed_root, *parts) == summary(clean_root, *parts), parts
     for name in ("accuracy_matrix.csv", "continual.csv"):
-        for seed in ("seed0", "seed1"):
+        for seed in ("seed0", "seed1", "seed2"):
             base = Path("results", "methods", "replay", seed, name)
             assert (killed_root / base).read_text() == (clean_root / base).read_text()
 
@@ -91,8 +96,9 @@ def test_sigkill_mid_window_resumes_from_the_last_finished_window(prefect_api_ur
     runs = killed.search_runs([killed.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'",
                               order_by=["attributes.start_time ASC"])
     assert [(r.info.run_name, r.info.status) for r in runs] == [
-        ("replay-seed0", "FINISHED"), ("replay-seed1", "FAILED"), ("replay-seed1", "FINISHED")]
-    runs = runs[1:]
+        ("replay-seed0", "FINISHED"), ("replay-seed1", "FAILED"), ("replay-seed1", "FINISHED"),
+        ("replay-seed2", "FINISHED")]
+    runs = runs[1:3]
     assert runs[0].data.tags["interrupted"] == "true"
     assert runs[1].data.tags["resumed_from"] == runs[0].info.run_id and runs[1].data.tags["resumed_at_window"] == "2"
     clean_run = clean.search_runs([clean.get_experiment_by_name(STREAM).experiment_id],
