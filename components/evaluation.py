@@ -34,6 +34,10 @@ class EvalPoint:
     def as_dict(self) -> dict:
         return {"step": self.step, "window": self.window, "accuracies": list(self.accuracies)}
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalPoint":
+        return cls(data["step"], data["window"], tuple(data["accuracies"]))
+
 
 @dataclass
 class ContinualEvaluator:

@@ -51,10 +51,6 @@ class Progress:
     def next_window(self) -> int:
         return len(self.windows) + 1
 
-    @property
-    def end_step(self) -> int:
-        return self.windows[-1]["end_step"] if self.windows else 0
-
     def unlogged(self) -> list[dict[str, Any]]:
         return [w for w in self.windows if not w.get("logged")]
 

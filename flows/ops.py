@@ -39,7 +39,7 @@ def ingest_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) ->
 def fast_adapt_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     def work() -> dict:
         outcome = ops.fast_adapt(params_path, root)
-        if outcome["drift"] is not None and load_params(Path(root) / params_path).ops.drift.detector != "off":
+        if outcome["drift"] is not None:  # only set when ops.drift has a detector
             outcome["consolidation"] = ops.consolidate(params_path, root, trigger="drift")
         return outcome
 

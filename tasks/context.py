@@ -15,6 +15,10 @@ from tasks import tracking
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def state_root(root: Path, stream: str) -> Path:
+    return root / ".slowfast" / "state" / stream
+
+
 @dataclass
 class RunContext:
     params: Params
@@ -34,7 +38,7 @@ class RunContext:
     @property
     def state_dir(self) -> Path:
         """Per-window checkpoints of running methods (not a DVC output; survives a crash)."""
-        return self.root / ".slowfast" / "state" / self.params.stream.name
+        return state_root(self.root, self.params.stream.name)
 
 
 def open_context(params_path: Path | str, root: Path | str = REPO_ROOT, seed: int | None = None) -> RunContext:

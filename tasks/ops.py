@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.exceptions import MissingContextError
 
 from components.checkpoint import load_state, save_state
+from components.config import load_params
 from components.data.loading import Stream
 from components.errors import SlowfastError
 from components.methods import build_method, entry_config
@@ -45,7 +47,7 @@ from tasks.context import REPO_ROOT, RunContext, open_context
 def _log() -> logging.Logger | logging.LoggerAdapter:
     try:
         return get_run_logger()
-    except Exception:  # called outside a flow run (a test or a script): plain logging
+    except MissingContextError:  # called outside a flow run (a test or a script): plain logging
         return logging.getLogger("slowfast.ops")
 
 
@@ -192,8 +194,6 @@ def _reproduce_prepare(root: Path, attempts: int, backoff_seconds: float) -> Non
 @task(name="ingest-window", cache_policy=NO_CACHE)
 def ingest(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """Let the next window of the stream arrive (after `dvc repro prepare`, when enabled)."""
-    from components.config import load_params
-
     p = load_params(Path(root) / params_path)
     if p.ops.reproduce_prepare:
         _reproduce_prepare(Path(root), p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
@@ -279,7 +279,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
         state.gated = state.absorbed
     if drift is not None:
         tracking.client().set_tag(run_id, "drift", f"window {drift['window']} row {drift['row']}")
-    if tracking.client().get_run(run_id).info.status == "RUNNING":
+    if "challenger" not in outcome:  # registering a challenger ends the run
         tracking.end_run(run_id)
     state.active_run = None
     live.save()

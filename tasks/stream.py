@@ -27,7 +27,7 @@ from components.plots import accuracy_heatmap, continual_csv, matrix_csv
 from components.protocol import absorb_window, evaluate_windows
 from components.runtime import peak_memory_mb
 from tasks import tracking
-from tasks.context import REPO_ROOT, RunContext, open_context
+from tasks.context import REPO_ROOT, RunContext, open_context, state_root
 
 
 def _method(ctx: RunContext, entry: str, state_path: Path | None, evaluator: ContinualEvaluator | None = None) -> Method:
@@ -141,9 +141,7 @@ def absorb(
     }
     if evaluator.prequential_accuracy is not None:
         summary["prequential_acc"] = evaluator.prequential_accuracy
-    record = {"window": window, "accuracies": result.accuracies, "seconds": result.seconds,
-              "fast_state_bytes": result.report.fast_state_bytes, "peak_memory_mb": summary["peak_memory_mb"],
-              "samples_per_second": summary["samples_per_second"],
+    record = {"window": window, "accuracies": result.accuracies,
               "points": [p.as_dict() for p in evaluator.points], "end_step": evaluator.step,
               "summary": summary, "losses": result.report.losses,
               "train_rows": len(ctx.stream.window(window).y_train), "logged": False}
@@ -180,7 +178,7 @@ def _log_window(
     tracking.log_metrics(child, summary)
     tracking.end_run(child)
     tracking.log_metrics(parent_run_id, {k: v for k, v in summary.items() if k not in RUN_TOTALS}, step=window)
-    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for p in record["points"]]
+    points = [EvalPoint.from_dict(p) for p in record["points"]]
     curve = [(p.step, curve_metrics(p)) for p in points]
     if window > 1 and curve:
         # The pre-window point shares its step with the previous window's last point (same
@@ -209,7 +207,7 @@ def close_method_run(
     ctx = open_context(params_path, root, seed)
     manifest = ctx.stream.manifest
     matrix = np.array([baseline, *[w["accuracies"] for w in windows]])
-    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for w in windows for p in w["points"]]
+    points = [EvalPoint.from_dict(p) for w in windows for p in w["points"]]
     tolerance = ctx.params.evaluation.gap_tolerance
     gaps = {w["window"]: stability_gap(points, w["window"], tolerance) for w in windows}
     depths = [g["depth"] for g in gaps.values() if g["depth"] is not None]
@@ -217,10 +215,10 @@ def close_method_run(
         "min_acc": min_accuracy(points),
         "wc_acc": worst_case_accuracy(points),
         "gap_depth": float(np.mean(depths)) if depths else 0.0,
-        "seconds_per_window": float(np.mean([w["seconds"] for w in windows])),
-        "samples_per_second": float(np.mean([w["samples_per_second"] for w in windows])),
-        "fast_state_bytes": float(max(w["fast_state_bytes"] for w in windows)),
-        "peak_memory_mb": float(max(w["peak_memory_mb"] for w in windows)),
+        "seconds_per_window": float(np.mean([w["summary"]["seconds"] for w in windows])),
+        "samples_per_second": float(np.mean([w["summary"]["samples_per_second"] for w in windows])),
+        "fast_state_bytes": float(max(w["summary"]["fast_state_bytes"] for w in windows)),
+        "peak_memory_mb": float(max(w["summary"]["peak_memory_mb"] for w in windows)),
     }
     for window, gap in gaps.items():
         summary[f"gap_depth_w{window}"] = gap["depth"] if gap["depth"] is not None else 0.0
@@ -266,7 +264,7 @@ def _restore_finished_seed(ctx: RunContext, entry: str, seed: int, progress: Pro
     """A seed the interrupted flow had finished: its files again (DVC removed the stage's
     outputs before the rerun) from the record and checkpoints, nothing trained or logged."""
     record = dict(progress.record or {})
-    points = [EvalPoint(p["step"], p["window"], tuple(p["accuracies"])) for w in progress.windows for p in w["points"]]
+    points = [EvalPoint.from_dict(p) for w in progress.windows for p in w["points"]]
     out = _write_seed_files(ctx, entry, seed, np.array(record["matrix"]), points)
     if "model_version" in record:
         final = _method(ctx, entry, state_path(ctx, entry, seed, len(progress.windows)))
@@ -277,19 +275,18 @@ def _restore_finished_seed(ctx: RunContext, entry: str, seed: int, progress: Pro
 
 
 def flow_marker(entry: str, params_path: str, root: str) -> Path:
-    """`.slowfast/state/<stream>/<entry>/flow.json`: whether the last flow over this method
-    finished. Seeds finished by a flow that did not are reused by the next one."""
+    """`<state dir>/<entry>/flow.json`: whether the last flow over this method finished.
+    Seeds finished by a flow that did not are reused by the next one."""
     params = load_params(Path(root) / params_path)
-    return Path(root) / ".slowfast" / "state" / params.stream.name / entry / "flow.json"
+    return state_root(Path(root), params.stream.name) / entry / "flow.json"
 
 
 def begin_method_flow(entry: str, params_path: str, root: str) -> str:
     """The id of this flow over `entry`: the interrupted flow's when the last one never
     finished (its finished seeds are kept), else a new one."""
     marker = flow_marker(entry, params_path, root)
-    previous = json.loads(marker.read_text()) if marker.is_file() else None
-    flow_id = (previous or {}).get("flow_id") if previous and not previous["complete"] else None
-    flow_id = flow_id or uuid.uuid4().hex
+    previous = json.loads(marker.read_text()) if marker.is_file() else {"complete": True}
+    flow_id = (not previous["complete"] and previous.get("flow_id")) or uuid.uuid4().hex
     save_json({"complete": False, "flow_id": flow_id}, marker)
     return flow_id
 

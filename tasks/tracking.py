@@ -40,8 +40,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 CALLS = {"count": 0, "seconds": 0.0, "retries": 0}  # MLflow calls made by this process, their time, retries
 # Transient tracking failures are retried with exponential backoff (params.yaml `tracking:`
-# sets these through `configure_retries`); MLflow's own HTTP retries are turned off in
-# flows/__init__.py so this is the one policy, and a permanent failure ends in one line.
+# sets these through `configure_retries`); MLflow's own HTTP retries are turned off here so
+# this is the one policy, and a permanent failure ends in one line.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 RETRY = {"attempts": 6, "backoff_seconds": 1.0, "max_backoff_seconds": 30.0}
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
@@ -63,10 +63,10 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT):
         return True  # a file lock or a busy artifact store
-    if isinstance(error, MlflowException):
-        text = str(error).lower()
-        return error.error_code in _TRANSIENT_CODES or any(t in text for t in _TRANSIENT_TEXT)
-    return type(error).__module__.startswith(("requests", "urllib3")) or "database is locked" in str(error)
+    if isinstance(error, MlflowException) and error.error_code in _TRANSIENT_CODES:
+        return True
+    text = str(error).lower()
+    return type(error).__module__.startswith(("requests", "urllib3")) or any(t in text for t in _TRANSIENT_TEXT)
 
 
 def with_retries(call: Callable[[], T], what: str) -> T:
@@ -195,28 +195,27 @@ def log_stream_input(run_id: str, manifest: Manifest, stream_dir: Path, context:
     c.set_tag(run_id, "stream_hash", manifest.content_hash)
 
 
-def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-    """All scalars of one step in one call (one sqlite round trip instead of one per scalar)."""
-    items = [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()]
+def _log_batched(run_id: str, items: list[Metric]) -> None:
+    """As few `log_batch` calls as MLflow's per-call limit allows."""
     c = client()
     for i in range(0, len(items), MAX_BATCH):
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+
+
+def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """All scalars of one step in one call (one sqlite round trip instead of one per scalar)."""
+    _log_batched(run_id, [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()])
 
 
 def log_series(run_id: str, series: Mapping[str, list[float]]) -> None:
     """Curves such as per-epoch losses: each list logged with step = position."""
-    items = [Metric(name, float(v), _now_ms(), step) for name, values in series.items() for step, v in enumerate(values)]
-    c = client()
-    for i in range(0, len(items), MAX_BATCH):
-        c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+    _log_batched(run_id, [Metric(name, float(v), _now_ms(), step)
+                          for name, values in series.items() for step, v in enumerate(values)])
 
 
 def log_points(run_id: str, points: list[tuple[int, Mapping[str, float]]]) -> None:
     """Many (step, metrics) points in as few calls as the batch limit allows."""
-    items = [Metric(k, float(v), _now_ms(), step) for step, metrics in points for k, v in metrics.items()]
-    c = client()
-    for i in range(0, len(items), MAX_BATCH):
-        c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
+    _log_batched(run_id, [Metric(k, float(v), _now_ms(), step) for step, metrics in points for k, v in metrics.items()])
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:

@@ -13,7 +13,6 @@ import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -132,7 +131,3 @@ def summary_line(state: OpsState) -> str:
     champion = state.champion.version if state.champion else "none"
     return (f"{state.stream}/{state.method}: {state.num_arrived} windows arrived, absorbed through {state.absorbed}, "
             f"champion v{champion} through window {state.consolidated}")
-
-
-def as_dict(state: OpsState) -> dict[str, Any]:
-    return state.model_dump(mode="json")
