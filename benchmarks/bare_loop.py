@@ -6,7 +6,9 @@ between windows. The baseline the orchestration overhead is measured against.
     python -m benchmarks.bare_loop stream   --stream DIR --out DIR [--epochs 5 ...]
 
 Same model class, data, epochs, batch size, Adam, seeds (batch order from a CPU generator
-seeded like the flows seed theirs) and thread count, so it also reproduces the flows'
+seeded like the flows seed theirs), thread count and deterministic-kernel setting (which
+also imports torch._dynamo, ~1 s, before training: otherwise the first optimizer would
+import it inside the timed loop), so it also reproduces the flows'
 accuracies: a check that the work is identical. Prints one JSON line: training seconds,
 samples seen and the accuracies.
 """
@@ -64,6 +66,7 @@ def main() -> None:
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)  # as the flows run (components/runtime.py)
     torch.manual_seed(args.seed)
     manifest = json.loads((args.stream / "stream.json").read_text())
     windows = manifest["num_windows"]

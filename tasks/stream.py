@@ -308,6 +308,7 @@ def summarize_seeds(entry: str, records: list[dict], params_path: str = "params.
         "stream_hash": records[0]["stream_hash"],
         "mlflow_calls": tracking.CALLS["count"],
         "mlflow_seconds": tracking.CALLS["seconds"],
+        "mlflow_model_seconds": tracking.CALLS["model_seconds"],
         "matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(),
         **stats,
     }

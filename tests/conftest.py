@@ -61,11 +61,14 @@ def write_params(root: Path, params: dict) -> Path:
 
 @pytest.fixture(scope="session")
 def prefect_api_url():
-    """One temporary Prefect server for the whole session (it costs seconds to start)."""
+    """One temporary Prefect server for the whole session (it costs seconds to start). Flows
+    called in-process run as the command line runs them: without heartbeats (flows/_cli.py)."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=90):
+    from flows._cli import heartbeats_unless_asked
+
+    with prefect_test_harness(server_startup_timeout=90), heartbeats_unless_asked():
         yield PREFECT_API_URL.value()
 
 

@@ -183,3 +183,20 @@ def test_prefect_holds_the_table_and_the_link(pipeline):
     tables = [a for a in asyncio.run(read("slowfast-comparison")) if a.flow_run_id == links[0].flow_run_id]
     assert len(tables) == 1 and tables[0].type == "table"
     assert "lora" in str(tables[0].data) and "finetune" in str(tables[0].data)
+
+
+def test_command_line_runs_skip_prefect_heartbeats_unless_asked(monkeypatch):
+    """Prefect joins its heartbeat thread (1 s sleeps) at the end of every flow run; stage
+    processes run without heartbeats, unless the user sets the frequency."""
+    from prefect.settings import get_current_settings
+
+    from flows._cli import heartbeats_unless_asked
+
+    for name in ("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "PREFECT_RUNNER_HEARTBEAT_FREQUENCY"):
+        monkeypatch.delenv(name, raising=False)
+    with heartbeats_unless_asked():
+        assert get_current_settings().flows.heartbeat_frequency is None
+    outside = get_current_settings().flows.heartbeat_frequency
+    monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
+    with heartbeats_unless_asked():
+        assert get_current_settings().flows.heartbeat_frequency == outside
