@@ -275,9 +275,10 @@ def log_and_register_model(
             )
 
     info = with_retries(log, "log_model")
+    seconds = time.perf_counter() - start
     CALLS["count"] += 1
-    CALLS["seconds"] += time.perf_counter() - start
-    CALLS["model_seconds"] += time.perf_counter() - start
+    CALLS["seconds"] += seconds
+    CALLS["model_seconds"] += seconds
     version = str(info.registered_model_version)
     c = client()
     for key, value in tags.items():
