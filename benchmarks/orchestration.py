@@ -76,19 +76,20 @@ _IMPORT_STACK = ("import torch, polars, prefect, mlflow; from mlflow import Mlfl
                  "MlflowClient().search_experiments(max_results=1)")
 
 
-def run_flows(root: Path, env: dict, python: str, rows: dict, side: str = "flows") -> tuple[dict, dict]:
+def run_flows(root: Path, env: dict, python: str, rows: dict) -> tuple[dict, dict]:
+    """Both flows once; their wall and training seconds and MLflow costs into `rows`."""
     wall, _ = timed_run([python, "-m", "flows.pretrain"], root, env)
     info = json.loads((root / "models" / "slow" / "info.json").read_text())
-    rows[f"{side}_pretrain_wall"].append(wall)
-    rows[f"{side}_pretrain_train"].append(info["seconds"])
+    rows["flows_pretrain_wall"].append(wall)
+    rows["flows_pretrain_train"].append(info["seconds"])
     wall, _ = timed_run([python, "-m", "flows.stream", "--method", "finetune"], root, env)
     summary = json.loads((root / "results" / "methods" / "finetune" / "metrics.json").read_text())
     record = json.loads((root / "results" / "methods" / "finetune" / "seed0" / "metrics.json").read_text())
-    rows[f"{side}_stream_wall"].append(wall)
-    rows[f"{side}_stream_train"].append(record["seconds_per_window"] * len(record["matrix"][1:]))
-    rows[f"{side}_mlflow_calls"].append(summary["mlflow_calls"])
-    rows[f"{side}_mlflow_seconds"].append(summary["mlflow_seconds"])
-    rows[f"{side}_mlflow_model_seconds"].append(summary["mlflow_model_seconds"])
+    rows["flows_stream_wall"].append(wall)
+    rows["flows_stream_train"].append(record["seconds_per_window"] * len(record["matrix"][1:]))
+    rows["flows_mlflow_calls"].append(summary["mlflow_calls"])
+    rows["flows_mlflow_seconds"].append(summary["mlflow_seconds"])
+    rows["flows_mlflow_model_seconds"].append(summary["mlflow_model_seconds"])
     return info, record
 
 
