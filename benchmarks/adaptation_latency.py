@@ -135,7 +135,7 @@ def main() -> None:
             rate = args.rows * epochs / median
             print(f"{entry:<14}{median:>11.4f}{min(times):>9.4f}{rate:>11.0f}  {note}", flush=True)
         if "error_memory" in params.methods:
-            overhead = correction_overhead(params, stream, slow_state, 256, 200)
+            overhead = correction_overhead(params, stream, slow_state, 256, 1000)
             result["error_memory_correction"] = overhead
             print(f"error_memory correction on a {overhead['batch']}-row batch, memory full ({overhead['memory_entries']} entries): "
                   f"plain forward {overhead['plain_ms']:.3f} ms, corrected {overhead['corrected_ms']:.3f} ms, "

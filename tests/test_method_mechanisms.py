@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from scipy import stats
 
 from components.buffers import ReservoirBuffer
+from components.methods.error_memory import ErrorMemory
 from components.methods.regularized import diagonal_fisher
 from components.training import predict_logits
 
@@ -177,6 +178,31 @@ def test_error_memory_lsh_totals_match_the_ring(tiny_root):
     for codes in m.codes[: m.size]:
         counts[codes] += 1
     assert torch.equal(m.totals[:, -1], counts) and counts.sum() == 40 * 3
+
+
+def test_error_memory_bucket_rows_are_the_bits_of_the_projection_signs():
+    """Bucket row of table t = t * 2^bits + sum_b 2^b [projection_b > 0], whatever trick computes it."""
+    tables, bits, n = 3, 5, 64
+    memory = ErrorMemory(10, 8, 4, 6, torch.device("cpu"), hash_bits=bits, tables=tables)
+    projected = torch.randn(tables * bits, n, generator=torch.Generator().manual_seed(1))
+    positive = (projected > 0).long().view(tables, bits, n)
+    expected = (positive * (2 ** torch.arange(bits)).view(1, bits, 1)).sum(1) + (torch.arange(tables) * 2**bits).view(tables, 1)
+    assert torch.equal(memory.codes_of(projected), expected)
+
+
+def test_error_memory_served_correction_matches_the_unfused_computation(tiny_root):
+    """The served model (head and hyperplanes in one product) gives the same log-probabilities
+    as the slow model's softmax plus the memory's correction computed separately."""
+    method, stream = _method(tiny_root, "error_memory", raw={"only_mistakes": False})
+    method.learn_window(stream.window(1))
+    x = stream.window(2).x_test
+    with torch.no_grad():
+        features = method.slow.features(x)
+        errors, support = method.memory.correction(features, method.config.min_support)
+        expected = (F.softmax(method.slow.head(features), dim=1) + errors / support).clamp_min(1e-6).log()
+        served = method.predictor()(x)
+    assert served.is_contiguous() and errors.abs().sum() > 0
+    torch.testing.assert_close(served, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_error_memory_never_exceeds_its_bound_and_drops_the_oldest(tiny_root):
