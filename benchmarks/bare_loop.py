@@ -45,6 +45,13 @@ def fit(model, x, y, epochs: int, lr: float, batch_size: int, generator: torch.G
     model.eval()
 
 
+def finish(device: torch.device) -> None:
+    """Wait for queued GPU work before a timer stops (the flows' loop waits at every epoch's
+    end, when it reads the epoch loss)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 @torch.no_grad()
 def accuracies(model, tests) -> list[float]:
     return [float((model(x).argmax(1) == y).float().mean()) for x, y in tests]
@@ -77,6 +84,7 @@ def main() -> None:
         x, y = load(args.stream, "train", 0, device)
         start = time.perf_counter()
         fit(model, x, y, args.epochs, args.lr, args.batch_size, torch.Generator().manual_seed(args.seed))
+        finish(device)
         seconds, samples = time.perf_counter() - start, args.epochs * len(x)
         result["accuracies"] = accuracies(model, tests)
         args.out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +96,7 @@ def main() -> None:
             x, y = load(args.stream, "train", k, device)
             start = time.perf_counter()
             fit(model, x, y, args.epochs, args.lr, args.batch_size, torch.Generator().manual_seed(args.seed * 1000 + k))
+            finish(device)
             seconds += time.perf_counter() - start
             samples += args.epochs * len(x)
             rows.append(accuracies(model, tests))
