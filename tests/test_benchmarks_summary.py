@@ -30,7 +30,7 @@ def test_a_target_is_judged_against_the_measured_figure():
     result = {"methods": {"lora": {"median_s": 0.51}, "error_memory": {"median_s": 0.004}},
               "error_memory_correction": {"added": 0.199}}
     verdicts = {what: met for what, _, _, met in suite.checks("adaptation_latency", result)}
-    assert verdicts == {"lora: absorb 1,000 rows": False, "error_memory: absorb 1,000": True, "its correction, 256 rows": True}
+    assert verdicts == {"lora: absorb 1,000 rows": False, "error_memory: absorb 1,000 rows": True, "its correction, 256 rows": True}
 
 
 def test_summary_command_prints_every_benchmark_and_says_when_results_are_missing(tmp_path, monkeypatch):

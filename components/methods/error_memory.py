@@ -13,7 +13,7 @@ in a table with probability (1 - angle/pi)^hash_bits, so the errors summed over 
 buckets are a kernel-weighted sum of the stored errors with that kernel, and their count
 the kernel mass; the correction is their ratio, shrunk when the mass is under
 `tables * min_support`. A query costs one small matrix product and `tables` lookups,
-whatever the memory holds: 16-20% of a forward pass of the slow model on 256 rows, where
+whatever the memory holds: about 17% of a forward pass of the slow model on 256 rows, where
 the exact search over 6,000 keys costs about 3 forward passes
 (benchmarks/adaptation_latency.py). `retrieval: exact` keeps that exact search: the
 `neighbours` nearest keys by cosine, weights exp((cos - 1) / temperature) scaled to sum to
