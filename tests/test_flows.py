@@ -200,3 +200,29 @@ def test_command_line_runs_skip_prefect_heartbeats_unless_asked(monkeypatch):
     monkeypatch.setenv("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "60")
     with heartbeats_unless_asked():
         assert get_current_settings().flows.heartbeat_frequency == outside
+
+
+def test_mlflow_calls_do_not_grow_with_training_steps(prefect_api_url, tmp_path, mlflow_store):
+    """Tracking cost is per window, not per step: four times the optimizer steps (with the
+    continual curve evaluated at every step) make exactly the same number of MLflow calls."""
+    from flows.prepare import prepare_flow
+    from flows.pretrain import pretrain_flow
+    from flows.stream import stream_flow
+    from tasks import tracking
+
+    params = tiny_params()
+    params["methods"] = {"finetune": {"epochs": 1}}
+    write_params(tmp_path, params)
+    prepare_flow(root=str(tmp_path))
+    pretrain_flow(root=str(tmp_path))
+    calls, points = {}, {}
+    for epochs in (1, 4):
+        params["methods"]["finetune"]["epochs"] = epochs
+        write_params(tmp_path, params)
+        before = tracking.CALLS["count"]
+        record = stream_flow("finetune", root=str(tmp_path))
+        calls[epochs] = tracking.CALLS["count"] - before
+        run = MlflowClient().get_run(record["mlflow_run_ids"][0])
+        points[epochs] = len(MlflowClient().get_metric_history(run.info.run_id, "cl_acc_w0"))
+    assert points[4] > 3 * points[1]  # the curve did grow with the steps
+    assert calls[4] == calls[1]
