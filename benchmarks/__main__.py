@@ -65,15 +65,15 @@ def checks(name: str, r: dict) -> list[tuple[str, str, str, bool | None]]:
     if name == "scaling":
         windows = [w["fast_ms"] for w in r["windows"]]
         steps = [b["ms_per_step"] for b in r["replay"]]
+        exact_bytes = all(b["fast_state_bytes"] == b["configured_bytes"] for b in r["replay"])
+        at_capacity = all(m["entries"] == m["capacity"] for m in r["error_memory"])
         return [
             (f"per window, {r['windows'][0]['windows']}..{r['windows'][-1]['windows']} windows",
              f"{_spread(windows):.2f}x ({windows[0]:.1f}..{windows[-1]:.1f} ms)", f"flat (<= {t.FLAT}x)", _spread(windows) <= t.FLAT),
             (f"replay step, {r['replay'][0]['buffer']:,}..{r['replay'][-1]['buffer']:,} rows",
              f"{_spread(steps):.2f}x ({steps[0]:.2f}..{steps[-1]:.2f} ms)", f"flat (<= {t.FLAT}x)", _spread(steps) <= t.FLAT),
-            ("replay bytes = configured", "all sizes" if all(b["fast_state_bytes"] == b["configured_bytes"] for b in r["replay"]) else "differs",
-             "equal", all(b["fast_state_bytes"] == b["configured_bytes"] for b in r["replay"])),
-            ("memory entries = capacity", ", ".join(f"{m['entries']}/{m['capacity']}" for m in r["error_memory"]),
-             "equal", all(m["entries"] == m["capacity"] for m in r["error_memory"])),
+            ("replay bytes = configured", "all sizes" if exact_bytes else "differs", "equal", exact_bytes),
+            ("memory entries = capacity", ", ".join(f"{m['entries']}/{m['capacity']}" for m in r["error_memory"]), "equal", at_capacity),
         ]
     if name == "prepare_table":
         return [

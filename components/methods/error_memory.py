@@ -72,11 +72,12 @@ class ErrorMemory(nn.Module):
         # Bucket row of table t from its `bits` projections p_b, laid out [tables * bits, rows]:
         #   t * 2^bits + sum_b 2^b [p_b > 0]  =  sum_b 2^(b-1) sign(p_b) + t * 2^bits + (2^bits - 1) / 2
         # one batched product per query (sign in {-1, 1}; one op fewer than casting p > 0;
-        # every value is a multiple of 1/2 below 2^24, so exact in float32)
+        # every value is a multiple of 1/2 below 2^24, so exact in float32). Constants derived
+        # from the sizes: not saved with the model.
         half_place = (2.0 ** torch.arange(hash_bits) / 2).expand(tables, 1, hash_bits).contiguous()
-        self.register_buffer("half_place", half_place.to(device))
+        self.register_buffer("half_place", half_place.to(device), persistent=False)
         offsets = torch.arange(tables) * 2.0**hash_bits + (2.0**hash_bits - 1) / 2
-        self.register_buffer("offsets", offsets.view(tables, 1, 1).to(device))
+        self.register_buffer("offsets", offsets.view(tables, 1, 1).to(device), persistent=False)
         self.register_buffer("codes", torch.zeros(capacity, tables, dtype=torch.long, device=device))
         self.register_buffer("errors", torch.zeros(capacity, num_classes, device=device))
         self.register_buffer("x", torch.zeros(capacity, in_dim, device=device))
