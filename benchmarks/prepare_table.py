@@ -68,14 +68,16 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        make_table(root / "table.parquet", args.rows, args.features)
-        frame = pl.read_parquet(root / "table.parquet")
+        table_path = root / "data" / "raw" / "table.parquet"
+        table_path.parent.mkdir(parents=True)
+        make_table(table_path, args.rows, args.features)
+        frame = pl.read_parquet(table_path)
         in_memory_mb = frame.estimated_size("mb")
-        file_mb = (root / "table.parquet").stat().st_size / 2**20
+        file_mb = table_path.stat().st_size / 2**20
         del frame
         params = {
             "name": "bench", "source": "table", "test_fraction": 0.2, "seed": 0,
-            "table": {"path": "table.parquet", "label": "label", "window": {"timestamp": "ts", "length": "1d"}},
+            "table": {"path": "data/raw/table.parquet", "label": "label", "window": {"timestamp": "ts", "length": "1d"}},
         }
         repo = Path(__file__).resolve().parents[1]
         wall = time.perf_counter()

@@ -7,12 +7,31 @@ a traceback from deep inside a training loop.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import re
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 
 from components.errors import ParamsError
+
+
+# A name that becomes a path, a run name or a registry name (stream, method entry, live
+# method): letters, digits, '.', '_', '-', starting with a letter or digit, so it can never
+# climb out of its folder ("..", "/"), become shell syntax (";", "$", quotes) or hide.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PLAIN_NAME_RULE = "a plain name (letters, digits, '.', '_', '-'; starting with a letter or digit; at most 64)"
+
+
+def check_plain_name(name: object) -> str:
+    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(f"must be {PLAIN_NAME_RULE}")
+    return name
+
+
+PlainName = Annotated[str, AfterValidator(check_plain_name)]
 
 
 class Strict(BaseModel):
@@ -94,7 +113,7 @@ class StreamParams(Strict):
     `river-drift`: the `river` block. `table`: the `table` block. `idx`: the `idx` block.
     """
 
-    name: str = "mnist1d-classinc"
+    name: PlainName = Field("mnist1d-classinc", description="the stream's folder under data/streams/ and its MLflow experiment")
     source: Literal["mnist1d", "mnist1d-classinc", "mnist1d-drift", "river-drift", "table", "idx"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
@@ -159,7 +178,7 @@ class DriftTrigger(Strict):
 class OpsParams(Strict):
     """Scheduled operation (flows/ops.py): which method runs live and the gates it must pass."""
 
-    method: str = Field("replay", description="entry under methods: that the scheduled loop runs")
+    method: PlainName = Field("replay", description="entry under methods: that the scheduled loop runs")
     seed: int = 0
     challenger_min_acc: float = Field(
         0.0, ge=0, le=1, description="fast-adapt registers a challenger only at this accuracy over seen windows or above"
@@ -193,6 +212,16 @@ class Params(Strict):
     tracking: TrackingParams = TrackingParams()
     ops: OpsParams = OpsParams()
 
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _entry_names(cls, methods: Any) -> Any:
+        """Entry names become result folders and run names: plain names only."""
+        if isinstance(methods, dict):
+            for entry in methods:
+                if not isinstance(entry, str) or not _PLAIN_NAME.fullmatch(entry) or ".." in entry:
+                    raise ValueError(f"entry name {entry!r} must be {PLAIN_NAME_RULE}")
+        return methods
+
     def stream_dir(self, root: Path) -> Path:
         return root / "data" / "streams" / self.stream.name
 
@@ -201,7 +230,10 @@ def _describe(error: ValidationError, source: str, prefix: str = "") -> str:
     first = error.errors()[0]
     where = ".".join([prefix, *map(str, first["loc"])] if prefix else map(str, first["loc"])) or "(top level)"
     got = first.get("input")
-    return f"{source}: {where}: {first['msg']} (got {got!r})"
+    message = first["msg"].removeprefix("Value error, ")
+    if isinstance(got, (dict, list)):  # a whole block says nothing the message does not
+        return f"{source}: {where}: {message}"
+    return f"{source}: {where}: {message} (got {got!r})"
 
 
 def parse_params(raw: dict[str, Any], source: str = "params.yaml") -> Params:

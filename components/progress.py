@@ -19,10 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from components.checkpoint import save_json
+
+CODE_ROOT = Path(__file__).resolve().parents[1]
 
 PROGRESS_FILE = "progress.json"
 
@@ -34,6 +39,22 @@ def fingerprint(*parts: Any) -> str:
 
 def file_digest(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@lru_cache(maxsize=None)
+def stage_code_digest(stage: str, code_root: Path = CODE_ROOT) -> str:
+    """sha256 over the Python files a DVC stage lists as deps (dvc.yaml; tests/test_dvc_deps.py
+    checks that they cover the stage's import closure): what the stage's code is, so a result
+    is kept only when the code that made it is unchanged too."""
+    stages = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"]
+    digest = hashlib.sha256()
+    for dep in sorted(stages[stage].get("deps", [])):
+        path = code_root / dep
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.suffix == ".py" else []
+        for file in files:
+            digest.update(file.relative_to(code_root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass

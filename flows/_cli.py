@@ -18,7 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from components.config import load_params
 from components.errors import SlowfastError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def quiet_libraries() -> None:
@@ -44,8 +47,11 @@ def heartbeats_unless_asked() -> contextlib.AbstractContextManager:
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def run(flow_fn: Callable[..., Any], configure: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=f"python -m {flow_fn.__module__}", description=flow_fn.__doc__)
+def run(
+    flow_fn: Callable[..., Any], configure: Callable[[argparse.ArgumentParser], None] | None = None,
+    prog: str | None = None, description: str | None = None,
+) -> None:
+    parser = argparse.ArgumentParser(prog=prog or f"python -m {flow_fn.__module__}", description=description or flow_fn.__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file, relative to --root (default: params.yaml)")
     parser.add_argument("--root", default=None, help="project root holding data/, models/, results/ (default: this checkout)")
     if configure:
@@ -54,6 +60,9 @@ def run(flow_fn: Callable[..., Any], configure: Callable[[argparse.ArgumentParse
     quiet_libraries()
     try:
         root = args.pop("root")
+        # The whole params file is checked before any flow starts: a bad name, entry or value
+        # ends here in one line, with no Prefect server contacted and nothing touched.
+        load_params(Path(root or REPO_ROOT) / args["params"])
         with heartbeats_unless_asked():
             flow_fn(params_path=args.pop("params"), **args, **({"root": str(Path(root).resolve())} if root else {}))
     except SlowfastError as error:

@@ -9,7 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components.config import load_params
 from components.data.sources import build_stream
-from components.data.stream_io import write_stream
+from components.data.stream_io import remove_other_streams, write_stream
 from tasks.context import REPO_ROOT
 
 
@@ -23,6 +23,8 @@ def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT))
         params.stream_dir(root_path), s.name, prepared.windows, prepared.class_names,
         source={"generator": s.source, **s.model_dump(exclude_none=True)}, extra=prepared.extra,
     )
+    for gone in remove_other_streams(params.stream_dir(root_path).parent, s.name):
+        print(f"[prepare] data/streams/{gone}: another stream (stream.name is now {s.name!r}), removed", flush=True)
     sizes = ", ".join(
         f"w{w['window']} {_classes(w['classes'], manifest.class_names)} {w['rows']['train']}/{w['rows']['test']}"
         for w in manifest.windows

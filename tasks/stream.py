@@ -22,7 +22,9 @@ from components.methods import build_method, entry_config, parse_method_config
 from components.methods.base import Method, MethodContext
 from components.metrics import min_accuracy, stability_gap, summarize, worst_case_accuracy
 from components.models import build_model
-from components.progress import Progress, file_digest, fingerprint, load_progress, resumable, save_progress
+from components.progress import (
+    Progress, file_digest, fingerprint, load_progress, resumable, save_progress, stage_code_digest,
+)
 from components.plots import accuracy_heatmap, continual_csv, matrix_csv
 from components.protocol import absorb_window, evaluate_windows
 from components.runtime import peak_memory_mb
@@ -56,12 +58,51 @@ def seed_dir(ctx: RunContext, entry: str, seed: int) -> Path:
 
 
 def _fingerprint(ctx: RunContext, entry: str, seed: int) -> str:
-    """Everything a method's numbers depend on: a change in any of it means start over."""
+    """Everything a method's numbers depend on: a change in any of it means start over (and
+    an unchanged one means its finished results are kept)."""
     p = ctx.params
     return fingerprint(
         ctx.stream.manifest.content_hash, file_digest(ctx.models_dir / "slow" / "model.pt"),
         entry_config(p.methods, entry), seed, p.model.model_dump(), p.evaluation.model_dump(), p.threads, str(ctx.device),
+        stage_code_digest("stream"),
     )
+
+
+SEED_FILES = ("metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv")
+
+
+@task(name="kept-method", cache_policy=NO_CACHE)
+def kept_method(entry: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict | None:
+    """The method's summary if its results on disk came from exactly these inputs (every
+    seed's fingerprint matches and its files are there): nothing to train or log. Else None."""
+    ctx = open_context(params_path, root)
+    method_dir = ctx.results_dir / "methods" / entry
+    try:
+        summary = json.loads((method_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    current = {str(seed): _fingerprint(ctx, entry, seed) for seed in ctx.params.seeds}
+    if summary.get("fingerprints") != current:
+        return None
+    if not all((seed_dir(ctx, entry, seed) / name).is_file() for seed in ctx.params.seeds for name in SEED_FILES):
+        return None
+    print(f"[{entry}] unchanged since its results were written: kept ({len(current)} seed(s), ACC "
+          f"{summary['mean']['acc']:.3f}; MLflow runs {', '.join(r[:8] for r in summary['mlflow_run_ids'])})", flush=True)
+    return summary
+
+
+@task(name="remove-stale-results", cache_policy=NO_CACHE)
+def remove_stale_results(entries: list[str], params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> list[str]:
+    """results/methods/ holds exactly the entries under `methods:` (a persisted DVC output,
+    so DVC does not clear it): folders of removed entries go."""
+    ctx = open_context(params_path, root)
+    methods_dir = ctx.results_dir / "methods"
+    stale = sorted(p.name for p in methods_dir.iterdir() if p.is_dir() and p.name not in entries) \
+        if methods_dir.is_dir() else []
+    for name in stale:
+        shutil.rmtree(methods_dir / name)
+        print(f"[stream] results/methods/{name}: no longer under methods: in {params_path}, removed", flush=True)
+    return stale
 
 
 @task(name="open-method-run", cache_policy=NO_CACHE)
@@ -231,7 +272,7 @@ def close_method_run(
 
     final = _method(ctx, entry, state_path(ctx, entry, seed, len(windows)))
     record = {"method": entry, "seed": seed, "mlflow_run_id": parent_run_id, "stream_hash": manifest.content_hash,
-              "matrix": matrix.tolist(), **summary}
+              "fingerprint": _fingerprint(ctx, entry, seed), "matrix": matrix.tolist(), **summary}
     if register:
         example = ctx.stream.window(0).x_test[:4].cpu().numpy()
         record["model_version"] = tracking.log_and_register_model(
@@ -263,7 +304,7 @@ def _write_seed_files(ctx: RunContext, entry: str, seed: int, matrix: np.ndarray
 def _restore_finished_seed(ctx: RunContext, entry: str, seed: int, progress: Progress) -> dict:
     """A seed the interrupted flow had finished: its files again (DVC removed the stage's
     outputs before the rerun) from the record and checkpoints, nothing trained or logged."""
-    record = dict(progress.record or {})
+    record = dict(progress.record or {}, fingerprint=progress.fingerprint)
     points = [EvalPoint.from_dict(p) for w in progress.windows for p in w["points"]]
     out = _write_seed_files(ctx, entry, seed, np.array(record["matrix"]), points)
     if "model_version" in record:
@@ -296,19 +337,25 @@ def end_method_flow(entry: str, flow_id: str, params_path: str, root: str) -> No
 
 
 @task(name="summarize-seeds", cache_policy=NO_CACHE)
-def summarize_seeds(entry: str, records: list[dict], params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    """Mean and std over seeds: the method's line in the comparison."""
+def summarize_seeds(
+    entry: str, records: list[dict], params_path: str = "params.yaml", root: str = str(REPO_ROOT),
+    calls_before: dict | None = None,
+) -> dict:
+    """Mean and std over seeds: the method's line in the comparison. MLflow call counts are
+    this method's (since `calls_before`, a snapshot of `tracking.CALLS`)."""
     ctx = open_context(params_path, root)
-    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed",)} for r in records])
+    before = calls_before or {}
+    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed", "fingerprint")} for r in records])
     summary = {
         "method": entry,
         "seeds": [r["seed"] for r in records],
         "mlflow_run_ids": [r["mlflow_run_id"] for r in records],
         "model_version": records[0]["model_version"],
         "stream_hash": records[0]["stream_hash"],
-        "mlflow_calls": tracking.CALLS["count"],
-        "mlflow_seconds": tracking.CALLS["seconds"],
-        "mlflow_model_seconds": tracking.CALLS["model_seconds"],
+        "fingerprints": {str(r["seed"]): r["fingerprint"] for r in records},
+        "mlflow_calls": tracking.CALLS["count"] - before.get("count", 0),
+        "mlflow_seconds": tracking.CALLS["seconds"] - before.get("seconds", 0.0),
+        "mlflow_model_seconds": tracking.CALLS["model_seconds"] - before.get("model_seconds", 0.0),
         "matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(),
         **stats,
     }

@@ -38,6 +38,7 @@ class TrackingUnavailable(SlowfastError):
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+SERIALIZATION_FORMAT = "pt2"  # registered models: torch.export archives, loadable without pickle
 # MLflow calls made by this process, their time (of which logging + registering models), retries
 CALLS = {"count": 0, "seconds": 0.0, "model_seconds": 0.0, "retries": 0}
 # Transient tracking failures are retried with exponential backoff (params.yaml `tracking:`
@@ -268,6 +269,10 @@ def log_and_register_model(
                 cpu_model,
                 name="model",
                 input_example=example.astype(np.float32),
+                # torch.export's archive, never pickle: it loads with
+                # MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false (MLflow checks it holds no pickle
+                # payload). Pinned rather than left to MLflow's default, which has changed.
+                serialization_format=SERIALIZATION_FORMAT,
                 # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 code_paths=[str(REPO_ROOT / "components")],

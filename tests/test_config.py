@@ -50,11 +50,11 @@ def test_missing_method_entry_lists_the_entries():
 @pytest.mark.parametrize(
     ("stream", "expected"),
     [
-        ({"source": "table"}, "stream: Value error, source 'table' needs a `table:` block"),
+        ({"source": "table"}, "stream: source 'table' needs a `table:` block"),
         ({"source": "table", "table": {"path": "t.csv", "window": {"rows": 10, "column": "w"}}},
-         "stream.table.window: Value error, set exactly one of column, timestamp (+ length), rows, classes; got ['column', 'rows']"),
+         "stream.table.window: set exactly one of column, timestamp (+ length), rows, classes; got ['column', 'rows']"),
         ({"source": "table", "table": {"path": "t.csv", "window": {"timestamp": "ts"}}},
-         "stream.table.window: Value error, timestamp and length go together"),
+         "stream.table.window: timestamp and length go together"),
         ({"source": "kafka"}, "stream.source: Input should be"),
     ],
 )

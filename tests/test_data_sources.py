@@ -21,6 +21,13 @@ from components.errors import ParamsError, StreamError
 N = 600
 
 
+def raw_dir(root: Path) -> Path:
+    """root/data/raw: where a stream's input files must live."""
+    path = root / "data" / "raw"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def prepare(root: Path, stream: dict, out: Path | None = None):
     params = StreamParams.model_validate({"name": "s", "test_fraction": 0.25, **stream})
     prepared = build_stream(params, root)
@@ -44,7 +51,7 @@ def table(n: int = N, seed: int = 0) -> pl.DataFrame:
     )
 
 
-TABLE = {"source": "table", "table": {"path": "t.parquet", "label": "species", "exclude": ["note", "when"], "window": {"column": "week"}}}
+TABLE = {"source": "table", "table": {"path": "data/raw/t.parquet", "label": "species", "exclude": ["note", "when"], "window": {"column": "week"}}}
 
 
 def test_river_drift_stream_is_deterministic_and_drifts(tmp_path):
@@ -77,7 +84,7 @@ def test_river_drift_width_too_wide_is_refused(tmp_path):
 
 
 def test_parquet_table_by_window_column_maps_string_labels(tmp_path):
-    table().write_parquet(tmp_path / "t.parquet")
+    table().write_parquet(raw_dir(tmp_path) / "t.parquet")
     manifest = prepare(tmp_path, TABLE)
     raw = json.loads((tmp_path / "streams" / "s" / "stream.json").read_text())
     assert manifest.class_names == ["cat", "dog", "eel"]
@@ -90,8 +97,8 @@ def test_parquet_table_by_window_column_maps_string_labels(tmp_path):
 
 
 def test_csv_table_cut_by_timestamp_and_length(tmp_path):
-    table().write_csv(tmp_path / "t.csv")
-    stream = {"source": "table", "table": {"path": "t.csv", "label": "species", "features": ["f1", "f2"],
+    table().write_csv(raw_dir(tmp_path) / "t.csv")
+    stream = {"source": "table", "table": {"path": "data/raw/t.csv", "label": "species", "features": ["f1", "f2"],
                                            "window": {"timestamp": "when", "length": "1d"}}}
     manifest = prepare(tmp_path, stream)
     assert manifest.num_windows == 3
@@ -99,7 +106,7 @@ def test_csv_table_cut_by_timestamp_and_length(tmp_path):
 
 
 def test_table_cut_by_row_count_and_explicit_class_order(tmp_path):
-    table().write_parquet(tmp_path / "t.parquet")
+    table().write_parquet(raw_dir(tmp_path) / "t.parquet")
     stream = {**TABLE, "table": {**TABLE["table"], "classes": ["eel", "dog", "cat"], "window": {"rows": 250}}}
     manifest = prepare(tmp_path, stream)
     assert manifest.class_names == ["eel", "dog", "cat"]
@@ -109,9 +116,9 @@ def test_table_cut_by_row_count_and_explicit_class_order(tmp_path):
 def test_vector_column_and_class_groups(tmp_path):
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 4, N)
-    pl.DataFrame({"x": rng.normal(size=(N, 6)).tolist(), "label": labels}).write_parquet(tmp_path / "t.parquet")
+    pl.DataFrame({"x": rng.normal(size=(N, 6)).tolist(), "label": labels}).write_parquet(raw_dir(tmp_path) / "t.parquet")
     stream = {"source": "table", "pretrain_classes": [0, 1], "window_classes": [[2], [3]],
-              "table": {"path": "t.parquet", "window": {"classes": True}, "normalize": False}}
+              "table": {"path": "data/raw/t.parquet", "window": {"classes": True}, "normalize": False}}
     manifest = prepare(tmp_path, stream)
     assert manifest.num_features == 6
     assert [w["classes"] for w in manifest.windows] == [[0, 1], [2], [3]]
@@ -119,7 +126,7 @@ def test_vector_column_and_class_groups(tmp_path):
 
 def test_nan_rows_dropped_when_asked(tmp_path):
     frame = table().with_columns(pl.when(pl.int_range(N) % 100 == 7).then(None).otherwise(pl.col("f2")).alias("f2"))
-    frame.write_parquet(tmp_path / "t.parquet")
+    frame.write_parquet(raw_dir(tmp_path) / "t.parquet")
     stream = {**TABLE, "table": {**TABLE["table"], "invalid_rows": "drop"}}
     prepare(tmp_path, stream)
     raw = json.loads((tmp_path / "streams" / "s" / "stream.json").read_text())
@@ -140,10 +147,10 @@ def test_idx_files_become_a_class_incremental_stream(tmp_path):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, size=(N, 4, 4), dtype=np.uint8)
     labels = rng.integers(0, 10, N).astype(np.uint8)
-    _idx(tmp_path / "images.idx3-ubyte.gz", images, 0x08)
-    _idx(tmp_path / "labels.idx1-ubyte", labels, 0x08)
+    _idx(raw_dir(tmp_path) / "images.idx3-ubyte.gz", images, 0x08)
+    _idx(raw_dir(tmp_path) / "labels.idx1-ubyte", labels, 0x08)
     stream = {"source": "idx", "pretrain_classes": [0, 1, 2, 3], "window_classes": [[4, 5, 6], [7, 8, 9]],
-              "idx": {"images": "images.idx3-ubyte.gz", "labels": "labels.idx1-ubyte"}}
+              "idx": {"images": "data/raw/images.idx3-ubyte.gz", "labels": "data/raw/labels.idx1-ubyte"}}
     manifest = prepare(tmp_path, stream)
     assert manifest.num_features == 16 and manifest.num_windows == 3
     x, y = read_window(tmp_path / "streams" / "s", manifest, "train", 1)
@@ -153,18 +160,18 @@ def test_idx_files_become_a_class_incremental_stream(tmp_path):
 
 
 def test_truncated_idx_file_is_refused(tmp_path):
-    _idx(tmp_path / "images", np.zeros((10, 4, 4), dtype=np.uint8), 0x08)
-    _idx(tmp_path / "labels", np.zeros(10, dtype=np.uint8), 0x08)
-    (tmp_path / "images").write_bytes((tmp_path / "images").read_bytes()[:-5])
+    _idx(raw_dir(tmp_path) / "images", np.zeros((10, 4, 4), dtype=np.uint8), 0x08)
+    _idx(raw_dir(tmp_path) / "labels", np.zeros(10, dtype=np.uint8), 0x08)
+    (raw_dir(tmp_path) / "images").write_bytes((raw_dir(tmp_path) / "images").read_bytes()[:-5])
     with pytest.raises(StreamError, match=r"images: truncated or padded IDX file"):
-        prepare(tmp_path, {"source": "idx", "idx": {"images": "images", "labels": "labels"}})
+        prepare(tmp_path, {"source": "idx", "idx": {"images": "data/raw/images", "labels": "data/raw/labels"}})
 
 
 # ---- bad input: one test per case, each on top of a good stream that must survive ----
 
 
 def _write_bad(tmp_path: Path, frame_or_bytes, name: str = "bad.parquet") -> None:
-    path = tmp_path / name
+    path = raw_dir(tmp_path) / name
     if isinstance(frame_or_bytes, bytes):
         path.write_bytes(frame_or_bytes)
     elif name.endswith(".csv"):
@@ -175,7 +182,7 @@ def _write_bad(tmp_path: Path, frame_or_bytes, name: str = "bad.parquet") -> Non
 
 def _refused(tmp_path: Path, table_params: dict, pattern: str) -> str:
     """A good stream exists; the bad input raises one line matching `pattern` and leaves it."""
-    table().write_parquet(tmp_path / "t.parquet")
+    table().write_parquet(raw_dir(tmp_path) / "t.parquet")
     good = prepare(tmp_path, TABLE)
     out = tmp_path / "streams" / "s"
     before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
@@ -199,21 +206,21 @@ def test_glob_that_matches_nothing(tmp_path):
 
 
 def test_glob_files_with_different_columns(tmp_path):
-    table().write_parquet(tmp_path / "part-1.parquet")
-    table().drop(table().columns[0]).write_parquet(tmp_path / "part-2.parquet")
-    _refused(tmp_path, {"path": "part-*.parquet"}, r"part-\*\.parquet: the matching files do not share one schema")
+    table().write_parquet(raw_dir(tmp_path) / "part-1.parquet")
+    table().drop(table().columns[0]).write_parquet(raw_dir(tmp_path) / "part-2.parquet")
+    _refused(tmp_path, {"path": "data/raw/part-*.parquet"}, r"part-\*\.parquet: the matching files do not share one schema")
 
 
 def test_unreadable_parquet(tmp_path):
     _write_bad(tmp_path, b"PAR1 this is not parquet")
-    _refused(tmp_path, {"path": "bad.parquet"}, r"bad\.parquet: unreadable parquet")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"bad\.parquet: unreadable parquet")
 
 
 def test_truncated_parquet(tmp_path):
-    table().write_parquet(tmp_path / "whole.parquet")
-    data = (tmp_path / "whole.parquet").read_bytes()
+    table().write_parquet(raw_dir(tmp_path) / "whole.parquet")
+    data = (raw_dir(tmp_path) / "whole.parquet").read_bytes()
     _write_bad(tmp_path, data[: len(data) // 2])
-    _refused(tmp_path, {"path": "bad.parquet"}, r"bad\.parquet: unreadable parquet")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"bad\.parquet: unreadable parquet")
 
 
 def test_misspelled_column_names_the_columns_present(tmp_path):
@@ -230,7 +237,7 @@ def test_nan_and_infinite_values_fail_with_a_count(tmp_path):
         pl.when(pl.int_range(N) == 10).then(float("nan")).when(pl.int_range(N) == 20).then(float("inf")).otherwise(pl.col("f1")).alias("f1")
     )
     _write_bad(tmp_path, frame)
-    _refused(tmp_path, {"path": "bad.parquet"}, r"2 rows have NaN, infinite or missing feature values \(first at row 10, column 'f1'\); set stream\.table\.invalid_rows: drop")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"2 rows have NaN, infinite or missing feature values \(first at row 10, column 'f1'\); set stream\.table\.invalid_rows: drop")
 
 
 def test_labels_that_cannot_be_mapped(tmp_path):
@@ -239,43 +246,59 @@ def test_labels_that_cannot_be_mapped(tmp_path):
 
 def test_missing_labels(tmp_path):
     _write_bad(tmp_path, table().with_columns(pl.when(pl.int_range(N) == 5).then(None).otherwise(pl.col("species")).alias("species")))
-    _refused(tmp_path, {"path": "bad.parquet"}, r"label column 'species': 1 rows have no label \(first at row 5\)")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"label column 'species': 1 rows have no label \(first at row 5\)")
 
 
 def test_window_with_no_rows(tmp_path):
     _write_bad(tmp_path, table().with_columns((pl.col("week") * 2).alias("week")))  # weeks 0, 2, 4
-    _refused(tmp_path, {"path": "bad.parquet"}, r"bad\.parquet: window column 'week': no rows have value 1 \(window 1 of values 0\.\.4\)")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"bad\.parquet: window column 'week': no rows have value 1 \(window 1 of values 0\.\.4\)")
 
 
 def test_time_window_with_no_rows(tmp_path):
     frame = table().filter(~pl.col("when").str.starts_with("2024-01-02"))
     _write_bad(tmp_path, frame, "bad.csv")
     _refused(
-        tmp_path, {"path": "bad.csv", "exclude": ["note", "week"], "window": {"timestamp": "when", "length": "1d"}},
+        tmp_path, {"path": "data/raw/bad.csv", "exclude": ["note", "week"], "window": {"timestamp": "when", "length": "1d"}},
         r"timestamp column 'when': window 1 \(1d from 2024-01-02 00:00:00\) has no rows",
     )
 
 
 def test_window_with_no_test_rows(tmp_path):
     _write_bad(tmp_path, table().with_columns(pl.when(pl.int_range(N) == N - 1).then(3).otherwise(pl.col("week")).alias("week")))
-    _refused(tmp_path, {"path": "bad.parquet"}, r"window 3 has 1 rows, leaving no test rows at test_fraction 0\.25")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet"}, r"window 3 has 1 rows, leaving no test rows at test_fraction 0\.25")
 
 
 def test_feature_vectors_of_unequal_length(tmp_path):
     vectors = [[0.0] * 5] * N
     vectors[42] = [0.0] * 4
     _write_bad(tmp_path, pl.DataFrame({"x": vectors, "species": table()["species"], "week": table()["week"]}))
-    _refused(tmp_path, {"path": "bad.parquet", "exclude": []}, r"column 'x': feature vectors of unequal length \(row 0 has 5 values, row 42 has 4\)")
+    _refused(tmp_path, {"path": "data/raw/bad.parquet", "exclude": []}, r"column 'x': feature vectors of unequal length \(row 0 has 5 values, row 42 has 4\)")
 
 
 def test_timestamp_that_does_not_parse(tmp_path):
     frame = table().with_columns(pl.when(pl.int_range(N) == 3).then(pl.lit("next tuesday")).otherwise(pl.col("when")).alias("when"))
     _write_bad(tmp_path, frame, "bad.csv")
     _refused(
-        tmp_path, {"path": "bad.csv", "exclude": ["note", "week"], "window": {"timestamp": "when", "length": "1d"}},
+        tmp_path, {"path": "data/raw/bad.csv", "exclude": ["note", "week"], "window": {"timestamp": "when", "length": "1d"}},
         r"bad\.csv: timestamp column 'when': value 'next tuesday' at row 3 does not parse as a timestamp",
     )
 
 
 def test_window_length_that_is_not_a_length(tmp_path):
     _refused(tmp_path, {"exclude": ["note", "week"], "window": {"timestamp": "when", "length": "daily"}}, r"window\.length: 'daily' is not a length")
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.csv", "data/raw/../../outside.csv", "data/raw/link.csv"])
+def test_a_table_outside_data_raw_is_refused_without_echoing_it(tmp_path, path):
+    """A shared params.yaml must not make prepare read any file (nor print its first line):
+    only files under data/raw/, which prepare's DVC dependency covers, links followed."""
+    secret = "root:x:0:0:secret-first-line"
+    (tmp_path / "outside.csv").write_text(f"{secret}\n1\n")
+    (raw_dir(tmp_path) / "link.csv").symlink_to(tmp_path / "outside.csv")
+    message = _refused(tmp_path, {"path": path, "format": "csv"}, r"not under data/raw/|links outside data/raw/")
+    assert "secret" not in message
+
+
+def test_an_idx_file_outside_data_raw_is_refused(tmp_path):
+    with pytest.raises(StreamError, match=r"stream\.idx\.images: '/etc/passwd' is not under data/raw/"):
+        prepare(tmp_path, {"source": "idx", "idx": {"images": "/etc/passwd", "labels": "data/raw/labels"}})

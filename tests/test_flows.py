@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -27,14 +28,28 @@ def pipeline(prefect_api_url, tmp_path_factory):
     from flows.compare import compare_flow
     from flows.prepare import prepare_flow
     from flows.pretrain import pretrain_flow
-    from flows.stream import stream_flow
+    from flows.stream import methods_flow
 
     prepared = prepare_flow(root=str(root))
     pretrain_flow(root=str(root))
-    records = {m: stream_flow(m, root=str(root)) for m in ("finetune", "lora")}
+    records = methods_flow(root=str(root))
     compared = compare_flow(root=str(root))
     yield {"root": root, "uri": uri, "prepared": prepared, "records": records, "compared": compared}
     mp.undo()
+
+
+def test_a_rerun_keeps_every_unchanged_method_and_logs_nothing(pipeline, capsys):
+    from flows.stream import methods_flow
+
+    client = _client(pipeline)
+    experiment = client.get_experiment_by_name("tiny-classinc").experiment_id
+    before = {r.info.run_id: r.info.end_time for r in client.search_runs([experiment])}
+    files = {p: p.read_bytes() for p in sorted((pipeline["root"] / "results" / "methods").rglob("*")) if p.is_file()}
+    again = methods_flow(root=str(pipeline["root"]))
+    assert again == pipeline["records"]
+    assert "unchanged since its results were written: kept" in capsys.readouterr().out
+    assert {r.info.run_id: r.info.end_time for r in client.search_runs([experiment])} == before
+    assert {p: p.read_bytes() for p in sorted((pipeline["root"] / "results" / "methods").rglob("*")) if p.is_file()} == files
 
 
 def _client(pipeline) -> MlflowClient:
@@ -112,12 +127,18 @@ def test_champion_alias_goes_to_the_best_method(pipeline):
     assert list(compare) == pipeline["compared"]["order"] and list(compare)[0] == best
 
 
-def test_registered_model_loads_and_predicts(pipeline):
+def test_registered_model_loads_and_predicts_with_pickle_disallowed(pipeline, monkeypatch):
+    """The registry holds torch.export archives (pinned, not MLflow's default): a consumer
+    that forbids pickle deserialization still loads the champion."""
     import mlflow.pytorch
     import torch
 
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     mlflow.set_tracking_uri(pipeline["uri"])
-    model = mlflow.pytorch.load_model("models:/slowfast-tiny-classinc@champion")
+    uri = "models:/slowfast-tiny-classinc@champion"
+    data = Path(mlflow.artifacts.download_artifacts(f"{uri}/data"))
+    assert sorted(p.name for p in data.iterdir()) == ["model.pt2"]  # no pickled model.pth beside it
+    model = mlflow.pytorch.load_model(uri)
     assert model(torch.zeros(3, 40)).shape == (3, 10)
 
 

@@ -69,12 +69,13 @@ def test_a_users_csv_runs_through_the_flows(prefect_api_url, tmp_path, mlflow_st
     n = 900
     kind = rng.choice(["fraud", "ok"], n, p=[0.3, 0.7])
     amount = rng.normal(size=n) + 2.0 * (kind == "fraud")
+    (tmp_path / "data" / "raw").mkdir(parents=True)
     pl.DataFrame({
         "amount": amount, "hour": rng.integers(0, 24, n), "kind": kind,
         "day": [f"2024-03-0{1 + i * 3 // n} 12:00:00" for i in range(n)],
-    }).write_csv(tmp_path / "data.csv")
+    }).write_csv(tmp_path / "data" / "raw" / "data.csv")
     stream = {"name": "my-table", "source": "table", "test_fraction": 0.25,
-              "table": {"path": "data.csv", "label": "kind", "window": {"timestamp": "day", "length": "1d"}}}
+              "table": {"path": "data/raw/data.csv", "label": "kind", "window": {"timestamp": "day", "length": "1d"}}}
     result = _run(tmp_path, stream, mlflow_store)
     assert result["prepared"]["num_windows"] == 3
     assert result["pretrained"]["pretrain_accuracy"] > 0.7

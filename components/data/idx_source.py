@@ -47,7 +47,7 @@ def read_idx(path: Path) -> np.ndarray:
 def idx_stream(stream: StreamParams, root: Path) -> PreparedStream:
     idx = stream.idx
     assert idx is not None
-    images_path, labels_path = resolve(root, idx.images), resolve(root, idx.labels)
+    images_path, labels_path = resolve(root, idx.images, "stream.idx.images"), resolve(root, idx.labels, "stream.idx.labels")
     images, labels = read_idx(images_path), read_idx(labels_path)
     if labels.ndim != 1:
         raise StreamError(f"{labels_path}: labels must be one-dimensional, got shape {labels.shape}")

@@ -158,6 +158,16 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
         shutil.rmtree(backup, ignore_errors=True)
 
 
+def remove_other_streams(streams_dir: Path, keep: str) -> list[str]:
+    """data/streams/ is the prepare stage's output and DVC keeps it between runs (so a bad
+    params.yaml never loses the stream there): once the configured stream is written, the
+    streams prepare wrote under other names (folders with a manifest) go."""
+    gone = sorted(p.name for p in Path(streams_dir).iterdir() if p.is_dir() and p.name != keep and (p / MANIFEST).is_file())
+    for name in gone:
+        shutil.rmtree(Path(streams_dir) / name)
+    return gone
+
+
 def read_manifest(root: Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST

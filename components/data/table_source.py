@@ -26,28 +26,51 @@ SUFFIX_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def resolve(root: Path, relative: str) -> Path:
-    path = Path(relative)
-    return path if path.is_absolute() else root / path
+RAW_DIR = Path("data") / "raw"
 
 
-def matching_files(path: Path) -> list[Path]:
+def resolve(root: Path, relative: str, key: str = "stream.table.path") -> Path:
+    """`root / relative`, refused unless it lies under data/raw/: the prepare stage's DVC
+    dependency covers only that folder (a file elsewhere could change with nothing rerun),
+    and a path from a shared params.yaml must not make prepare read (and echo) any file."""
+    path = root / relative
+    if Path(relative).is_absolute() or not _inside_raw(root, path):
+        raise StreamError(
+            f"params.yaml: {key}: {relative!r} is not under data/raw/; inputs live there (prepare's DVC "
+            f"dependency): copy the file into data/raw/ and `dvc add` it"
+        )
+    return path
+
+
+def _inside_raw(root: Path, path: Path) -> bool:
+    """Whether `path` (links followed) is inside root/data/raw."""
+    raw = (root / RAW_DIR).resolve()
+    target = path.resolve() if path.exists() else path.parent.resolve() / path.name
+    return target.is_relative_to(raw) and target != raw
+
+
+def matching_files(path: Path, root: Path | None = None) -> list[Path]:
     """The file, or every file a glob pattern matches (sorted by name: `events-2026-11-*.csv`
-    grows by one file per day, and the stream by the windows the new rows make)."""
+    grows by one file per day, and the stream by the windows the new rows make). With
+    `root`, a matched file that links out of data/raw/ is refused."""
     if not any(ch in path.name for ch in "*?["):
         if not path.is_file():
             raise StreamError(f"{path}: file not found (stream.table.path in params.yaml)")
-        return [path]
-    files = sorted(p for p in path.parent.glob(path.name) if p.is_file())
+        files = [path]
+    else:
+        files = sorted(p for p in path.parent.glob(path.name) if p.is_file())
     if not files:
         raise StreamError(f"{path}: no file matches (stream.table.path in params.yaml)")
+    for file in files:
+        if root is not None and not _inside_raw(root, file):
+            raise StreamError(f"{file}: links outside data/raw/; copy the file into data/raw/ and `dvc add` it")
     return files
 
 
-def scan(path: Path, fmt: str) -> pl.LazyFrame:
+def scan(path: Path, fmt: str, root: Path | None = None) -> pl.LazyFrame:
     """A lazy frame over the file (or the files of a glob, concatenated in name order), with
     its schema read (so a broken file fails here)."""
-    files = matching_files(path)
+    files = matching_files(path, root)
     if fmt == "auto":
         fmt = SUFFIX_FORMATS.get(files[0].suffix.lower(), "")
         if not fmt:
@@ -267,7 +290,7 @@ def table_stream(stream: StreamParams, root: Path) -> PreparedStream:
     table = stream.table
     assert table is not None
     path = resolve(root, table.path)
-    lazy = scan(path, table.format)
+    lazy = scan(path, table.format, root)
     schema = lazy.collect_schema()
     features = feature_columns(path, schema, table)
     cut = table.window
