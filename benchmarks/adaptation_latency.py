@@ -29,7 +29,7 @@ from components.data.stream_io import write_stream
 from components.methods import build_method, entry_config
 from components.methods.base import MethodContext
 from components.models import build_model
-from components.protocol import pretrain_slow_model
+from components.pretraining import pretrain_slow_model
 from components.runtime import configure_torch, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,8 +118,7 @@ def main() -> None:
         spec = StreamParams(name="latency", num_samples=12000, test_fraction=0.2)
         write_stream(Path(tmp) / "s", spec.name, class_incremental_windows(spec), [str(c) for c in range(10)], {})
         stream = Stream(Path(tmp) / "s", device)
-        generator = configure_torch(params.threads, params.seed)
-        slow, _ = pretrain_slow_model(params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"epochs": 10})}), stream, generator)
+        slow, _ = pretrain_slow_model(params.model_copy(update={"pretrain": params.pretrain.model_copy(update={"epochs": 10})}), stream)
         slow_state = {k: v.clone() for k, v in slow.state_dict().items()}
         window = shrink(stream.window(2), args.rows)
         methods = args.methods or list(params.methods)

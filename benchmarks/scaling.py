@@ -30,7 +30,7 @@ from components.data.stream_io import write_stream
 from components.methods import build_method
 from components.methods.base import MethodContext
 from components.models import build_model
-from components.protocol import evaluate_windows
+from components.evaluation import evaluate_windows
 from components.runtime import configure_torch, pick_device
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -6,11 +6,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from components.metrics import HIGHER_IS_BETTER
+
 # Direction of "better" for every headline metric.
-HIGHER_IS_BETTER = {
-    "acc": True, "bwt": True, "fwt": True, "forgetting": False, "min_acc": True, "wc_acc": True,
-    "seconds_per_window": False,
-}
 COLUMNS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "seconds_per_window", "fast_state_bytes"]
 HEADERS = {"seconds_per_window": "s/window", "fast_state_bytes": "fast state"}
 

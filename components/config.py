@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 
 from components.errors import ParamsError
+from components.metrics import HIGHER_IS_BETTER
 
 
 # A name that becomes a path, a run name or a registry name (stream, method entry, live
@@ -146,9 +147,9 @@ class ModelParams(Strict):
 
 
 class TrainParams(Strict):
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
 
 
@@ -181,7 +182,7 @@ class OpsParams(Strict):
     method: PlainName = Field("replay", description="entry under methods: that the scheduled loop runs")
     seed: int = 0
     challenger_min_acc: float = Field(
-        0.0, ge=0, le=1, description="fast-adapt registers a challenger only at this accuracy over seen windows or above"
+        0.5, ge=0, le=1, description="fast-adapt registers a challenger only at this accuracy over seen windows or above"
     )
     promotion_tolerance: float = Field(
         0.02, ge=0, le=1, description="consolidate promotes unless accuracy over seen windows drops by more than this"
@@ -195,12 +196,19 @@ class OpsParams(Strict):
 
 
 class CompareParams(Strict):
-    champion_metric: Literal["acc", "bwt", "forgetting", "min_acc", "wc_acc", "seconds_per_window"] = "acc"
+    champion_metric: str = Field("acc", description="the metric that ranks methods (components/metrics.py HIGHER_IS_BETTER)")
+
+    @field_validator("champion_metric")
+    @classmethod
+    def _rankable(cls, metric: str) -> str:
+        if metric not in HIGHER_IS_BETTER:
+            raise ValueError(f"cannot rank methods by {metric!r}; choose one of {sorted(HIGHER_IS_BETTER)}")
+        return metric
 
 
 class Params(Strict):
     seed: int = 0
-    seeds: list[int] = Field([0], min_length=1, description="one run of every method per seed")
+    seeds: list[int] = Field([0, 1, 2], min_length=1, description="one run of every method per seed")
     device: str = "auto"
     threads: int = Field(2, ge=0)
     stream: StreamParams = StreamParams()

@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from components.data.loading import Stream
-from components.training import predict_logits
+from components.runtime import window_seed
+from components.training import accuracy, predict_logits
+
+
+def evaluate_windows(model: nn.Module, stream: Stream) -> list[float]:
+    """Accuracy on every window's test rows (seen and not yet seen)."""
+    return [accuracy(model, x, y) for x, y in stream.test_sets()]
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class ContinualEvaluator:
     def _rows(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self._subsets:
             w = self.stream.window(index)
-            order = torch.randperm(len(w.y_test), generator=torch.Generator().manual_seed(self.seed * 1000 + index))
+            order = torch.randperm(len(w.y_test), generator=torch.Generator().manual_seed(window_seed(self.seed, index)))
             keep = order[: self.subset].sort().values.to(w.x_test.device)
             self._subsets[index] = (w.x_test[keep], w.y_test[keep])
         return self._subsets[index]

@@ -18,6 +18,13 @@ from __future__ import annotations
 
 import numpy as np
 
+# The metrics that can rank methods (compare.champion_metric), and which way is better: the one
+# list, which params validation and the comparison both read.
+HIGHER_IS_BETTER = {
+    "acc": True, "bwt": True, "fwt": True, "forgetting": False, "min_acc": True, "wc_acc": True,
+    "seconds_per_window": False,
+}
+
 
 def _check(matrix: np.ndarray) -> np.ndarray:
     r = np.asarray(matrix, dtype=float)

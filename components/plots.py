@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def accuracy_heatmap(matrix: np.ndarray, title: str, path: Path) -> Path:
+def accuracy_heatmap(matrix: np.ndarray | list[list[float]], title: str, path: Path) -> Path:
     """R[i, j] as a heatmap: rows = after training through window i, columns = test window j."""
     r = np.asarray(matrix)
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * r.shape[1], 1.0 + 0.8 * r.shape[0]))

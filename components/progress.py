@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -42,19 +43,40 @@ def file_digest(path: Path) -> str:
 
 
 @lru_cache(maxsize=None)
-def stage_code_digest(stage: str, code_root: Path = CODE_ROOT) -> str:
+def stage_code_digest(stage: str, exclude: frozenset[str] = frozenset(), code_root: Path = CODE_ROOT) -> str:
     """sha256 over the Python files a DVC stage lists as deps (dvc.yaml; tests/test_dvc_deps.py
-    checks that they cover the stage's import closure): what the stage's code is, so a result
-    is kept only when the code that made it is unchanged too."""
+    checks that they cover the stage's import closure), less `exclude` (repository paths,
+    e.g. other methods' modules): what the code of a unit is, so a result is kept only when
+    the code that made it is unchanged too."""
     stages = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"]
     digest = hashlib.sha256()
     for dep in sorted(stages[stage].get("deps", [])):
         path = code_root / dep
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.suffix == ".py" else []
         for file in files:
+            if file.relative_to(code_root).as_posix() in exclude:
+                continue
             digest.update(file.relative_to(code_root).as_posix().encode())
             digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+@dataclass
+class WindowRecord:
+    """One finished window of one seed: what was measured, and whether it reached the store."""
+
+    window: int
+    accuracies: list[float]  # on every window's test rows after this one was absorbed
+    points: list[dict[str, Any]]  # continual-evaluation points (EvalPoint.as_dict)
+    end_step: int  # the global optimizer step after this window
+    summary: dict[str, float]  # the window's scalars (timings, acc_seen, acc_w<j>)
+    losses: dict[str, list[float]]  # per epoch, by phase
+    train_rows: int
+    logged: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "WindowRecord":
+        return cls(**data)
 
 
 @dataclass
@@ -62,18 +84,26 @@ class Progress:
     fingerprint: str
     run_id: str
     baseline: list[float]
-    windows: list[dict[str, Any]] = field(default_factory=list)  # one record per finished window, in order
+    windows: list[WindowRecord] = field(default_factory=list)  # one record per finished window, in order
     complete: bool = False
     resumed_from: list[str] = field(default_factory=list)  # tracking runs this one took over from
     record: dict[str, Any] | None = None  # the seed's summary, once complete
-    flow_id: str = ""  # the flow over all seeds this run belongs to (tasks/stream.py flow markers)
+    flow_id: str = ""  # the flow over all seeds this run belongs to (flow markers below)
+
+    def __post_init__(self) -> None:
+        self.windows = [w if isinstance(w, WindowRecord) else WindowRecord.from_dict(w) for w in self.windows]
 
     @property
     def next_window(self) -> int:
         return len(self.windows) + 1
 
-    def unlogged(self) -> list[dict[str, Any]]:
-        return [w for w in self.windows if not w.get("logged")]
+    @property
+    def end_step(self) -> int:
+        """The global optimizer step the next window starts from."""
+        return self.windows[-1].end_step if self.windows else 0
+
+    def unlogged(self) -> list[WindowRecord]:
+        return [w for w in self.windows if not w.logged]
 
 
 def progress_path(directory: Path) -> Path:
@@ -88,9 +118,29 @@ def load_progress(directory: Path) -> Progress | None:
 
 
 def save_progress(directory: Path, progress: Progress) -> None:
-    save_json(progress.__dict__, progress_path(directory))
+    save_json(asdict(progress), progress_path(directory))
 
 
 def resumable(previous: Progress | None, current_fingerprint: str) -> bool:
     """A previous, unfinished run of the same work: pick it up instead of starting over."""
     return previous is not None and not previous.complete and previous.fingerprint == current_fingerprint
+
+
+def begin_flow(marker: Path) -> str:
+    """The id of a flow over all seeds of one method: the interrupted flow's when the last
+    one never finished (its finished seeds are kept), else a new one. `marker` is the
+    method's flow.json (whether the last flow over it finished)."""
+    previous = json.loads(marker.read_text()) if marker.is_file() else {"complete": True}
+    flow_id = (not previous["complete"] and previous.get("flow_id")) or uuid.uuid4().hex
+    save_json({"complete": False, "flow_id": flow_id}, marker)
+    return flow_id
+
+
+def end_flow(marker: Path, flow_id: str) -> None:
+    save_json({"complete": True, "flow_id": flow_id}, marker)
+
+
+def finished_by_flow(previous: Progress | None, current_fingerprint: str, flow_id: str) -> bool:
+    """A seed the interrupted flow `flow_id` finished with the same inputs: keep it."""
+    return (previous is not None and previous.complete and previous.fingerprint == current_fingerprint
+            and previous.record is not None and bool(flow_id) and previous.flow_id == flow_id)

@@ -9,14 +9,32 @@ import sys
 import numpy as np
 import torch
 
+from components.errors import ParamsError
+
 
 def pick_device(preference: str = "auto") -> torch.device:
-    """`auto` takes CUDA when a GPU is present, else the CPU; `cpu`/`cuda` force one."""
+    """`auto` takes CUDA when a GPU is present, else the CPU; `cpu`/`cuda`/`cuda:N` force one."""
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if preference.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device '{preference}' was asked for but no CUDA GPU is available")
-    return torch.device(preference)
+    try:
+        device = torch.device(preference)
+    except RuntimeError:
+        raise ParamsError(f"params.yaml: device: {preference!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ParamsError(f"params.yaml: device: {preference!r} asked for, but no CUDA GPU is available here (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ParamsError(f"params.yaml: device: {preference!r}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise ParamsError(f"params.yaml: device: {preference!r} is not supported; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def window_seed(seed: int, window: int) -> int:
+    """The one seed rule for per-window randomness of run seed `seed`: the torch seed window
+    `window` trains with (main job and live loop alike, so their numbers agree) and the seed
+    of that window's fixed evaluation subset."""
+    return seed * 1000 + window
 
 
 def configure_torch(threads: int, seed: int) -> torch.Generator:

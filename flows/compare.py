@@ -8,7 +8,7 @@ from prefect import flow
 
 from flows.report import mlflow_ui_hint, print_comparison
 from tasks.compare import compare
-from tasks.context import REPO_ROOT
+from flows._cli import REPO_ROOT
 
 
 @flow(name="compare-methods")

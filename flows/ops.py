@@ -6,7 +6,7 @@
 - `consolidate`: promote the fast state to champion, or keep the champion and say why;
 - `pretrain-slow`: a fresh slow model on everything so far, under the same promotion rule.
 
-Each holds the stream's one concurrency slot for its whole run (tasks/guard.py).
+Each holds the stream's one concurrency slot for its whole run (adapters/prefect_lock.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from prefect import flow
 
 from components.config import load_params
 from tasks import ops
-from tasks.context import REPO_ROOT
-from tasks.guard import stream_lock
+from flows._cli import REPO_ROOT
+from adapters.prefect_lock import stream_lock
 
 
 def _guarded(step: str, params_path: str, root: str, work) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from tasks.data import prepare_stream
-from tasks.context import REPO_ROOT
+from flows._cli import REPO_ROOT
 
 
 @flow(name="prepare-stream")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.context import REPO_ROOT
+from flows._cli import REPO_ROOT
 from tasks.pretrain import pretrain
 
 

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from components.comparison import COLUMNS, HEADERS, summaries_from_metrics, table_rows
-from tasks.context import REPO_ROOT
-from tasks.tracking import tracking_uri
+from flows._cli import REPO_ROOT
+from adapters.mlflow_store import tracking_uri
 
 
 def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> bool:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from prefect import flow
 
+from adapters import mlflow_store as tracking
 from components.config import load_params
 from components.methods import entry_config
-from tasks import tracking
-from tasks.context import REPO_ROOT
+from components.workspace import Unit
+from flows._cli import REPO_ROOT
 from tasks.stream import (
     absorb, begin_method_flow, close_method_run, end_method_flow, kept_method, open_method_run, remove_stale_results,
     summarize_seeds,
@@ -34,21 +35,18 @@ def run_method(entry: str, params_path: str, root: str) -> dict:
     flow_id = begin_method_flow(entry, params_path, root)
     records = []
     for seed in seeds:
-        opened = open_method_run(entry, seed, params_path, root, flow_id)
-        if "finished" in opened:
-            records.append(opened["finished"])
+        unit = Unit(entry, seed, params_path, root)
+        opened = open_method_run(unit, flow_id)
+        if opened.finished is not None:
+            records.append(opened.finished)
             continue
         try:
-            windows = opened["windows"]  # finished by an interrupted run of the same work
-            step = windows[-1]["end_step"] if windows else 0
-            for k in range(len(windows) + 1, opened["num_windows"]):
-                windows.append(absorb(entry, seed, k, opened["run_id"], step, params_path, root))
-                step = windows[-1]["end_step"]
-            records.append(close_method_run(
-                entry, seed, opened["run_id"], opened["baseline"], windows, seed == seeds[0], params_path, root
-            ))
+            windows = opened.windows  # finished by an interrupted run of the same work
+            for k in range(len(windows) + 1, opened.num_windows):
+                windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0))
+            records.append(close_method_run(unit, opened, windows, seed == seeds[0]))
         except BaseException:
-            tracking.end_run(opened["run_id"], "FAILED")
+            tracking.end_run(opened.run_id, "FAILED")
             raise
     summary = summarize_seeds(entry, records, params_path, root, calls_before)
     end_method_flow(entry, flow_id, params_path, root)

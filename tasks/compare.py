@@ -8,7 +8,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 from mlflow.exceptions import MlflowException
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_table_artifact
@@ -19,8 +18,7 @@ from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods
 from components.config import load_params
 from components.errors import SlowfastError
 from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
-from tasks import tracking
-from tasks.context import REPO_ROOT
+from adapters import mlflow_store as tracking
 
 HEADLINE = ["acc", "bwt", "forgetting", "wc_acc"]
 
@@ -30,7 +28,7 @@ def _load_summaries(root: Path, methods: list[str]) -> dict[str, dict]:
     for name in methods:
         path = root / "results" / "methods" / name / "metrics.json"
         if not path.is_file():
-            raise SlowfastError(f"{path}: missing; run the stream stage for '{name}' (`dvc repro stream@{name}`)")
+            raise SlowfastError(f"{path}: missing; run the stream stage for '{name}' (`dvc repro stream`)")
         summaries[name] = json.loads(path.read_text())
     return summaries
 
@@ -50,7 +48,7 @@ def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -
 
 
 @task(name="compare-methods", cache_policy=NO_CACHE)
-def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def compare(params_path: str, root: str) -> dict:
     root_path = Path(root)
     params = load_params(root_path / params_path)
     summaries = _load_summaries(root_path, list(params.methods))
@@ -90,7 +88,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     figures = plots / "figures"
     figures.mkdir()
     for method in order:
-        accuracy_heatmap(np.array(summaries[method]["matrix_mean"]), f"{method} (mean over seeds)",
+        accuracy_heatmap(summaries[method]["matrix_mean"], f"{method} (mean over seeds)",
                          figures / f"heatmap_{method}.png")
     curves = {
         m: read_continual_csv(results / "methods" / m / f"seed{summaries[m]['seeds'][0]}" / "continual.csv") for m in order

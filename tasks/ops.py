@@ -12,36 +12,29 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from prefect import get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import MissingContextError
 
+from adapters import mlflow_store as tracking
+from adapters.dvc_cli import reproduce_prepare
 from components.checkpoint import load_state, save_state
-from components.config import load_params
-from components.data.loading import Stream
 from components.errors import SlowfastError
-from components.methods import build_method, entry_config
-from components.methods.base import Method, MethodContext
-from components.models import build_model
+from components.methods import entry_config
+from components.methods.base import Method
 from components.ops.drift import detect_drift
+from components.ops.live import Live, seen_accuracy, serving_errors
 from components.ops.state import (
-    Arrival, Decision, OpsState, Release, check_arrivals, load_ops_state, now, promotion, save_ops_state,
-    summary_line, window_digest,
+    Arrival, Decision, OpsState, Release, check_arrivals, load_ops_state, now, promotion, summary_line, window_digest,
 )
 from components.progress import file_digest
-from components.retry import RetriesExhausted, retry
-from components.protocol import absorb_window, evaluate_windows, train_slow_model
-from components.runtime import configure_torch
-from components.training import predict_logits
-from tasks import tracking
-from tasks.context import REPO_ROOT, RunContext, open_context
+from components.protocol import absorb_window
+from components.pretraining import train_slow_model
+from components.runtime import configure_torch, window_seed
+from components.workspace import open_workspace
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -59,77 +52,19 @@ def _say(message: str, warning: bool = False) -> None:
     (_log().warning if warning else _log().info)(message)
 
 
-@dataclass
-class Live:
-    ctx: RunContext
-    directory: Path
-    state: OpsState
-
-    def base(self, digest: str | None = None) -> Path:
-        """The slow model the fast state grew from, named by its digest so a new one never
-        overwrites the one the state still points at."""
-        return self.directory / f"base-{(digest or self.state.base_digest)[:16]}.pt"
-
-    @property
-    def champion(self) -> Path:
-        return self.directory / "champion.pt"  # {"method": state or None (fresh), "base": digest}
-
-    def fast(self, window: int) -> Path:
-        return self.directory / "fast" / f"window-{window:04d}.pt"
-
-    def view(self, windows: int) -> Stream:
-        return Stream(self.ctx.stream.root, self.ctx.device, visible=windows)
-
-    def method(
-        self, state: dict[str, Any] | None, windows: int, generator_seed: int | None = None, base: str | None = None
-    ) -> Method:
-        """The live method on a base slow model, with `state` loaded (None: fresh), seeing
-        `windows` windows. A window's training uses the generator seed the main job uses, so
-        the live loop's numbers equal the main job's for the same method and seed."""
-        p = self.ctx.params
-        stream = self.view(windows)
-        generator = configure_torch(p.threads, generator_seed) if generator_seed is not None else self.ctx.generator
-        slow = build_model(p.model, stream.manifest.num_features, stream.num_classes)
-        slow.load_state_dict(load_state(self.base(base)))
-        method = build_method(p.ops.method, entry_config(p.methods, p.ops.method), slow,
-                              MethodContext(stream, self.ctx.device, generator))
-        if state is not None:
-            method.load_state_dict(state)
-        return method
-
-    def fast_state(self, window: int) -> dict[str, Any] | None:
-        """The fast state after `window`; None where it starts fresh on the base model."""
-        if window == self.state.fresh_from:
-            return None
-        path = self.fast(window)
-        if not path.is_file():
-            raise SlowfastError(f"{path}: checkpoint of absorbed window {window} is missing; the ops state "
-                                f"{self.directory / 'state.json'} cannot resume without it")
-        return load_state(path)
-
-    def champion_method(self, windows: int) -> Method:
-        saved = load_state(self.champion)
-        return self.method(saved["method"], windows, base=saved["base"])
-
-    def save(self) -> None:
-        save_ops_state(self.directory, self.state)
-
-
 def live_model_name(stream: str) -> str:
     return tracking.registered_model_name(stream) + "-live"
-
-
-def seen_accuracy(method: Method, stream: Stream) -> float:
-    return float(np.mean(evaluate_windows(method.predictor(), stream)))
 
 
 def open_live(params_path: str, root: str) -> Live:
     """The loop's state for the configured stream, created on first use from the pretrained
     slow model (which becomes the first champion)."""
-    ctx = open_context(params_path, root)
-    p = ctx.params
+    ws = open_workspace(params_path, root)
+    p = ws.params
+    tracking.configure_retries(p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
+    generator = configure_torch(p.threads, p.seed)
     entry_config(p.methods, p.ops.method)  # a one-line error if ops.method names no entry
-    directory = Path(root) / ".slowfast" / "ops" / p.stream.name
+    directory = ws.layout.ops_dir
     state = load_ops_state(directory)
     if state is not None:
         if (state.method, state.seed) != (p.ops.method, p.ops.seed):
@@ -137,19 +72,19 @@ def open_live(params_path: str, root: str) -> Live:
                 f"{directory / 'state.json'}: the live loop runs method '{state.method}' seed {state.seed}, params.yaml "
                 f"ops asks for '{p.ops.method}' seed {p.ops.seed}; set ops back or move {directory} away to start over"
             )
-        check_arrivals(state, ctx.stream.root)
-        return Live(ctx, directory, state)
-    slow = ctx.models_dir / "slow" / "model.pt"
+        check_arrivals(state, ws.stream.root)
+        return Live(ws, state, generator)
+    slow = ws.layout.slow_model
     if not slow.is_file():
         raise SlowfastError(f"{slow}: missing; the live loop starts from the pretrained slow model (`dvc repro pretrain`)")
     state = OpsState(stream=p.stream.name, method=p.ops.method, seed=p.ops.seed, base_digest=file_digest(slow),
-                     arrived=[Arrival(window=0, digest=window_digest(ctx.stream.root, 0), at=now())])
-    live = Live(ctx, directory, state)
+                     arrived=[Arrival(window=0, digest=window_digest(ws.stream.root, 0), at=now())])
+    live = Live(ws, state, generator)
     directory.mkdir(parents=True, exist_ok=True)
     save_state(load_state(slow), live.base())
     save_state({"method": None, "base": state.base_digest}, live.champion)
     first = live.method(None, 1)
-    accuracy = seen_accuracy(first, live.view(1))
+    accuracy = seen_accuracy(first.predictor(), live.view(1))
     run_id = tracking.start_run(p.stream.name, "live-start", tags={"phase": "live-start", "method": p.ops.method})
     version = _register(live, first, run_id, "champion", {"window": "0", "origin": "pretrain"})
     state.champion = Release(version=version, window=0, acc_seen=accuracy, run_id=run_id)
@@ -160,7 +95,7 @@ def open_live(params_path: str, root: str) -> Live:
 
 def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[str, str]) -> str:
     """Log the method's predictor on `run_id` (ending it), register it and point `alias` at it."""
-    stream = live.ctx.stream
+    stream = live.workspace.stream
     name = live_model_name(stream.manifest.name)
     version = tracking.log_and_register_model(
         run_id, method.predictor(), stream.window(0).x_test[:4].cpu().numpy(), name,
@@ -170,56 +105,30 @@ def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[st
     return version
 
 
-class _DvcFailed(Exception):
-    pass
-
-
-def _reproduce_prepare(root: Path, attempts: int, backoff_seconds: float) -> None:
-    """`dvc repro prepare`: a new file under data/raw/ becomes a new version of the stream.
-    Another DVC process holding the repository lock is waited out with backoff."""
-
-    def once() -> None:
-        done = subprocess.run([sys.executable, "-m", "dvc", "repro", "prepare"], cwd=root, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr + done.stdout).splitlines() if line.strip()]
-            raise _DvcFailed(lines[-1] if lines else "no output")
-
-    try:
-        retry(once, attempts=attempts, backoff_seconds=backoff_seconds, transient=lambda e: "lock" in str(e).lower(),
-              on_retry=lambda n, e, delay: _say(f"[ingest] dvc is busy ({e}); retry {n} in {delay:.1f} s"))
-    except (_DvcFailed, RetriesExhausted) as error:
-        raise SlowfastError(f"`dvc repro prepare` in {root} failed: {error}") from None
-
-
 @task(name="ingest-window", cache_policy=NO_CACHE)
-def ingest(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def ingest(params_path: str, root: str) -> dict:
     """Let the next window of the stream arrive (after `dvc repro prepare`, when enabled)."""
-    p = load_params(Path(root) / params_path)
+    p = open_workspace(params_path, root).params
     if p.ops.reproduce_prepare:
-        _reproduce_prepare(Path(root), p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
+        reproduce_prepare(Path(root), p.tracking.retry_attempts, p.tracking.retry_backoff_seconds, _say)
     live = open_live(params_path, root)
-    state, total = live.state, live.ctx.stream.manifest.num_windows
+    state, total = live.state, live.workspace.stream.manifest.num_windows
     if state.num_arrived >= total:
         _say(f"[ingest] nothing new: all {total} windows of {state.stream} have arrived")
         return {"ingested": None, "arrived": state.num_arrived}
     k = state.num_arrived
-    state.arrived.append(Arrival(window=k, digest=window_digest(live.ctx.stream.root, k), at=now()))
+    state.arrived.append(Arrival(window=k, digest=window_digest(live.workspace.stream.root, k), at=now()))
     live.save()
-    rows = live.ctx.stream.manifest.windows[k]["rows"]
+    rows = live.workspace.stream.manifest.windows[k]["rows"]
     _say(f"[ingest] window {k} of {state.stream} arrived ({rows['train']} train / {rows['test']} test rows)")
     return {"ingested": k, "arrived": state.num_arrived}
 
 
-def _errors(method: Method, stream: Stream, window: int) -> np.ndarray:
-    w = stream.window(window)
-    return (predict_logits(method.predictor(), w.x_train).argmax(dim=1) != w.y_train).cpu().numpy().astype(float)
-
-
 @task(name="fast-adapt", cache_policy=NO_CACHE)
-def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def fast_adapt(params_path: str, root: str) -> dict:
     """Absorb every arrived window not yet absorbed; register a challenger past the gate."""
     live = open_live(params_path, root)
-    state, p = live.state, live.ctx.params
+    state, p = live.state, live.workspace.params
     if state.active_run is not None:  # a fast-adapt was killed: its run never ended
         tracking.mark_interrupted(state.active_run)
     pending = state.to_absorb()
@@ -229,7 +138,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
         _say(f"[fast-adapt] nothing to absorb: {summary_line(state)}")
         return {"absorbed": [], "drift": None}
     tags = {"phase": "fast-adapt", "method": state.method, "seed": str(state.seed),
-            "stream_hash": live.ctx.stream.manifest.content_hash}
+            "stream_hash": live.workspace.stream.manifest.content_hash}
     if state.active_run is not None:
         tags["resumed_from"] = state.active_run
     run_id = tracking.start_run(state.stream, "fast-adapt", tags=tags, params={"windows": str(pending)})
@@ -243,10 +152,11 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
 
     drift, result, method = None, None, None
     for k in pending:
-        method = live.method(live.fast_state(k - 1), state.num_arrived, generator_seed=state.seed * 1000 + k)
+        method = live.method(live.fast_state(k - 1), state.num_arrived, generator_seed=window_seed(state.seed, k))
         if drift is None and p.ops.drift.detector != "off":
             stream = method.context.stream
-            row = detect_drift(_errors(method, stream, k - 1), _errors(method, stream, k), p.ops.drift)
+            model = method.predictor()
+            row = detect_drift(serving_errors(model, stream, k - 1), serving_errors(model, stream, k), p.ops.drift)
             if row is not None:
                 drift = {"window": k, "row": row}
                 _say(f"[fast-adapt] drift detected by {p.ops.drift.detector} at row {row} of window {k}")
@@ -265,7 +175,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
     if state.gated < state.absorbed:  # also a state absorbed by a run killed before its gate
         if method is None or result is None:
             method = live.method(live.fast_state(state.absorbed), state.absorbed + 1)
-        accuracy = result.seen_accuracy if result is not None else seen_accuracy(method, live.view(state.absorbed + 1))
+        accuracy = result.seen_accuracy if result is not None else seen_accuracy(method.predictor(), live.view(state.absorbed + 1))
         outcome["acc_seen"] = accuracy
         if accuracy >= p.ops.challenger_min_acc:
             version = _register(live, method, run_id, "challenger", {"window": str(state.absorbed)})
@@ -287,11 +197,11 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
 
 
 @task(name="consolidate", cache_policy=NO_CACHE)
-def consolidate(params_path: str = "params.yaml", root: str = str(REPO_ROOT), trigger: str = "schedule") -> dict:
+def consolidate(params_path: str, root: str, trigger: str = "schedule") -> dict:
     """Promote the fast state to champion unless accuracy over every seen window drops by
     more than `ops.promotion_tolerance`; otherwise keep the champion and record why."""
     live = open_live(params_path, root)
-    state, p = live.state, live.ctx.params
+    state, p = live.state, live.workspace.params
     if state.absorbed == state.decided:
         last = state.decisions[-1].reason if state.decisions else "nothing absorbed yet"
         _say(f"[consolidate] nothing new since window {state.decided} ({last})")
@@ -300,7 +210,7 @@ def consolidate(params_path: str = "params.yaml", root: str = str(REPO_ROOT), tr
     view = live.view(k + 1)
     candidate = live.method(live.fast_state(k), k + 1)
     champion = live.champion_method(k + 1)
-    candidate_acc, champion_acc = seen_accuracy(candidate, view), seen_accuracy(champion, view)
+    candidate_acc, champion_acc = seen_accuracy(candidate.predictor(), view), seen_accuracy(champion.predictor(), view)
     promoted, reason = promotion(candidate_acc, champion_acc, p.ops.promotion_tolerance, k)
     run_id = tracking.start_run(
         state.stream, "consolidate",
@@ -325,19 +235,19 @@ def consolidate(params_path: str = "params.yaml", root: str = str(REPO_ROOT), tr
 
 
 @task(name="retrain-slow", cache_policy=NO_CACHE)
-def retrain_slow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
+def retrain_slow(params_path: str, root: str) -> dict:
     """A fresh slow model on every window arrived so far, promoted under the same rule as a
     consolidation; when promoted, the fast state starts over on it."""
     live = open_live(params_path, root)
-    state, p = live.state, live.ctx.params
+    state, p = live.state, live.workspace.params
     n = state.num_arrived
     if state.retrained == n - 1:
         _say(f"[pretrain-slow] nothing new: the last retraining already saw windows 0..{n - 1}")
         return {"decision": None}
     view = live.view(n)
-    model, _ = train_slow_model(p, view, list(range(n)), live.ctx.generator)
-    champion_acc = seen_accuracy(live.champion_method(n), view)
-    fresh_acc = float(np.mean(evaluate_windows(model, view)))
+    model, _ = train_slow_model(p, view, list(range(n)), live.generator)
+    champion_acc = seen_accuracy(live.champion_method(n).predictor(), view)
+    fresh_acc = seen_accuracy(model, view)
     promoted, reason = promotion(fresh_acc, champion_acc, p.ops.promotion_tolerance, n - 1)
     run_id = tracking.start_run(state.stream, "pretrain-slow", tags={
         "phase": "pretrain-slow", "decision": "promoted" if promoted else "refused", "reason": reason})

@@ -8,15 +8,17 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import save_json, save_state
-from components.protocol import evaluate_windows, pretrain_slow_model
-from tasks import tracking
-from tasks.context import REPO_ROOT, open_context
+from components.evaluation import evaluate_windows
+from components.pretraining import pretrain_slow_model
+from adapters import mlflow_store as tracking
+from components.workspace import open_workspace
 
 
 @task(name="pretrain-slow-model", cache_policy=NO_CACHE)
-def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    ctx = open_context(params_path, root)
+def pretrain(params_path: str, root: str) -> dict:
+    ctx = open_workspace(params_path, root)
     p, manifest = ctx.params, ctx.stream.manifest
+    tracking.configure_retries(p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
     run_id = tracking.start_run(
         p.stream.name, "pretrain",
         tags={"phase": "pretrain", "stream": manifest.name, "stream_hash": manifest.content_hash, "seed": str(p.seed)},
@@ -24,14 +26,14 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
     )
     tracking.log_stream_input(run_id, manifest, ctx.stream.root, "pretrain")
     start = time.perf_counter()
-    model, losses = pretrain_slow_model(p, ctx.stream, ctx.generator)
+    model, losses = pretrain_slow_model(p, ctx.stream)
     seconds = time.perf_counter() - start
     accuracies = evaluate_windows(model, ctx.stream)
     tracking.log_series(run_id, {"train_loss": losses})
     tracking.log_metrics(
         run_id, {"pretrain_seconds": seconds, **{f"acc_w{j}": a for j, a in enumerate(accuracies)}}
     )
-    out = ctx.models_dir / "slow"
+    out = ctx.layout.slow_dir
     save_state(model.state_dict(), out / "model.pt")
     info = {
         "stream": manifest.name, "stream_hash": manifest.content_hash, "mlflow_run_id": run_id,

@@ -16,6 +16,29 @@ import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def tiny_method_settings(config: type) -> dict:
+    """Settings that make a method run in a second, derived from its Config alone (a new
+    method needs no edit here): every epoch count 1, every row count (an int field whose
+    default is 100 or more) 100. A field may name its own with json_schema_extra={"tiny": v}."""
+    out = {}
+    for name, field in config.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if "tiny" in extra:
+            out[name] = extra["tiny"]
+        elif name == "epochs" or name.endswith("_epochs"):
+            out[name] = 1
+        elif isinstance(field.default, int) and not isinstance(field.default, bool) and field.default >= 100:
+            out[name] = 100
+    return out
+
+
+def _tiny_methods() -> dict:
+    from components.methods import REGISTRY
+
+    return {name: tiny_method_settings(cls.Config) for name, cls in sorted(REGISTRY.items())}
+
+
 # Small enough to run every method in seconds, large enough that every window has rows
 # of each of its classes in both splits.
 TINY_PARAMS = {
@@ -26,21 +49,7 @@ TINY_PARAMS = {
     "stream": {"name": "tiny-classinc", "num_samples": 1200, "test_fraction": 0.25},
     "model": {"channels": 8, "hidden": 32},
     "pretrain": {"epochs": 3, "batch_size": 64, "lr": 0.003},
-    "methods": {
-        "finetune": {"epochs": 1},
-        "lora": {"epochs": 1, "rank": 2, "alpha": 4},
-        "distill": {"epochs": 1, "distill_epochs": 1},
-        "joint": {"epochs": 1},
-        "replay": {"epochs": 1, "buffer_size": 100},
-        "ewc": {"epochs": 1, "strength": 100.0, "fisher_samples": 100},
-        "l2": {"epochs": 1},
-        "lwf": {"epochs": 1},
-        "fastslow": {"epochs": 1},
-        "clser": {"epochs": 1, "buffer_size": 100},
-        "slca": {"epochs": 1, "align_epochs": 1},
-        "error_memory": {"capacity": 300},
-        "ilora": {"epochs": 1, "buffer_size": 100},
-    },
+    "methods": _tiny_methods(),  # every registered method
     "evaluation": {"every_steps": 1, "subset_rows": 40},
     "compare": {"champion_metric": "acc"},
     "tracking": {"ui_url": "http://127.0.0.1:5000"},

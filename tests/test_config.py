@@ -70,3 +70,40 @@ def test_source_aliases_and_defaults(tmp_path):
     assert load_params(tmp_path / "params.yaml").stream.source == "mnist1d-classinc"
     write_params(tmp_path, tiny_params(stream={"source": "river-drift"}))
     assert load_params(tmp_path / "params.yaml").stream.river.generator == "agrawal"
+
+
+def _second_opinions(raw: dict, model: type, where: str) -> list[str]:
+    """Keys of `raw` whose value differs from the pydantic default of `model`."""
+    out = []
+    for key, value in raw.items():
+        field = model.model_fields[key]
+        annotation = field.annotation
+        nested = getattr(annotation, "model_fields", None) if isinstance(annotation, type) else None
+        if isinstance(value, dict) and nested is not None:
+            out += _second_opinions(value, annotation, f"{where}.{key}")
+            continue
+        default = field.get_default(call_default_factory=True)
+        if hasattr(default, "model_dump"):
+            default = default.model_dump()
+        if value != default:
+            out.append(f"{where}.{key}: params.yaml {value!r}, Python {default!r}")
+    return out
+
+
+def test_params_yaml_and_the_python_defaults_are_one_set():
+    """The pydantic Configs hold the defaults; the committed params.yaml shows knobs at those
+    same values (for DVC to track and users to see), never a second opinion."""
+    import yaml
+
+    from components.config import Params
+    from components.methods import method_type
+    from tests.conftest import REPO
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    methods = raw.pop("methods")
+    stream = raw.pop("stream")
+    differ = _second_opinions(raw, Params, "")
+    differ += _second_opinions({k: v for k, v in stream.items()}, Params.model_fields["stream"].annotation, ".stream")
+    for entry, block in methods.items():
+        differ += _second_opinions(block, method_type(entry, block).Config, f".methods.{entry}")
+    assert not differ, "; ".join(differ)

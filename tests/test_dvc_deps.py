@@ -13,7 +13,7 @@ import yaml
 
 from tests.conftest import REPO
 
-PACKAGES = ("components", "tasks", "flows")
+PACKAGES = tuple(sorted(p.parent.name for p in REPO.glob("*/__init__.py") if p.parent.name not in ("tests", "benchmarks")))
 # Packages whose __init__ imports every module in them by name at run time (the method
 # registry): importing the package imports all of it.
 IMPORTS_WHOLE_PACKAGE = {"components.methods"}
@@ -82,11 +82,18 @@ def test_every_stage_lists_its_import_closure_as_deps():
     assert not missing, "dvc.yaml misses deps: " + "; ".join(missing)
 
 
+def test_every_listed_dep_exists():
+    missing = [f"{name}: {dep}" for name, stage in _stages().items() for dep in stage.get("deps", [])
+               if not (REPO / dep).exists() and not dep.startswith(("data/", "models/", "results/"))]
+    assert not missing, "dvc.yaml lists deps that do not exist: " + "; ".join(missing)
+
+
 def test_the_closure_follows_imports_inside_functions_and_the_method_registry():
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("flows.prepare")}
     assert "components/data/table_source.py" in closure  # imported inside build_stream
     closure = {p.relative_to(REPO).as_posix() for p in import_closure("flows.stream")}
     assert "components/methods/lora.py" in closure  # registered by name, never imported by name
+    assert "adapters/mlflow_store.py" in closure
 
 
 def test_no_params_value_reaches_a_stage_command_or_path():

@@ -22,7 +22,7 @@ def pipeline(prefect_api_url, tmp_path_factory):
     mp.setenv("MLFLOW_TRACKING_URI", uri)
     params = tiny_params(seeds=[0, 1])
     params["evaluation"] = {**params["evaluation"], "prequential": True}
-    params["methods"] = {k: params["methods"][k] for k in ("finetune", "lora")}
+    params["methods"] = {"finetune": params["methods"]["finetune"], "lora": {**params["methods"]["lora"], "rank": 3}}
     write_params(root, params)
 
     from flows.compare import compare_flow
@@ -79,7 +79,7 @@ def test_parent_run_carries_params_commit_and_stream_hash(pipeline):
     assert run.info.status == "FINISHED"
     assert run.data.tags["stream_hash"] == pipeline["prepared"]["content_hash"]
     assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
-    assert run.data.params["method.rank"] == "2"
+    assert run.data.params["method.rank"] == "3" and run.data.params["method.alpha"] == "8.0"  # set, default
     assert run.data.params["seed"] == "0"
 
 
@@ -229,7 +229,7 @@ def test_mlflow_calls_do_not_grow_with_training_steps(prefect_api_url, tmp_path,
     from flows.prepare import prepare_flow
     from flows.pretrain import pretrain_flow
     from flows.stream import stream_flow
-    from tasks import tracking
+    from adapters import mlflow_store as tracking
 
     params = tiny_params()
     params["methods"] = {"finetune": {"epochs": 1}}

@@ -4,21 +4,12 @@ import copy
 
 import torch
 
-from components.config import load_params
-from components.data.loading import Stream
-from components.methods import build_method
-from components.methods.base import MethodContext
-from components.models import build_model
 from components.training import predict_logits
+from tests.test_methods import _method
 
 
 def _lora(tiny_root, **config):
-    params = load_params(tiny_root / "params.yaml")
-    stream = Stream(params.stream_dir(tiny_root))
-    torch.manual_seed(0)
-    slow = build_model(params.model, stream.manifest.num_features, stream.num_classes)
-    context = MethodContext(stream, torch.device("cpu"), torch.Generator().manual_seed(0))
-    return build_method("lora", {"epochs": 2, "rank": 2, "alpha": 4, "lr": 0.01, **config}, slow, context), stream
+    return _method(tiny_root, "lora", raw={"epochs": 2, "rank": 2, "alpha": 4, "lr": 0.01, **config})
 
 
 def test_adapter_training_leaves_every_slow_weight_bit_identical(tiny_root):

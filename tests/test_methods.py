@@ -6,23 +6,21 @@ import torch
 
 from components.checkpoint import load_state, save_state
 from components.config import load_params
-from components.data.loading import Stream
-from components.methods import REGISTRY, build_method
-from components.methods.base import MethodContext
+from components.methods import REGISTRY, load_method
 from components.models import build_model
-from components.protocol import absorb_window, evaluate_windows
-from components.runtime import configure_torch
+from components.evaluation import evaluate_windows
+from components.protocol import absorb_window
 from components.training import predict_logits
+from components.workspace import open_workspace
 
 METHODS = sorted(REGISTRY)
 
 
 def _method(root, entry, seed=0, raw=None):
-    params = load_params(root / "params.yaml")
-    generator = configure_torch(1, seed)
-    stream = Stream(params.stream_dir(root))
-    slow = build_model(params.model, stream.manifest.num_features, stream.num_classes)
-    return build_method(entry, raw or params.methods[entry], slow, MethodContext(stream, torch.device("cpu"), generator)), stream
+    """`entry` on the tiny stream, over an untrained slow model (mechanisms, not results)."""
+    workspace = open_workspace("params.yaml", root)
+    method = load_method(workspace, entry, seed=seed, untrained_slow=True, config=raw)
+    return method, workspace.stream
 
 
 def _matrix(root, entry):

@@ -195,7 +195,7 @@ def _fast_adapt_running(since: float) -> bool:
 
 
 def test_a_run_on_a_busy_stream_waits_or_skips(prefect_api_url, live_root):
-    from tasks.guard import stream_lock
+    from adapters.prefect_lock import stream_lock
 
     root, store = live_root
     env = flow_env(prefect_api_url, store)
@@ -267,7 +267,7 @@ def test_tracking_store_down_ends_with_one_line_and_keeps_the_champion(prefect_a
 
 
 def test_a_store_that_comes_back_is_retried_until_it_answers(tmp_path, monkeypatch):
-    from tasks import tracking
+    from adapters import mlflow_store as tracking
 
     port = _free_port()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")

@@ -2,9 +2,14 @@
 
 A method owns the slow model and whatever fast state it keeps (an adapter, a copy, a
 buffer). The stream driver calls `learn_window` once per window and evaluates `predictor()`
-after it. State that must survive a process boundary goes through `state_dict` and
-`load_state_dict` and holds tensors and plain values only, so it loads with
-`torch.load(weights_only=True)`.
+after it. `learn_window` is the template: it does the bookkeeping every method shares
+(windows learned, rows seen, the report) around the method's own `absorb`.
+
+A method is one class: `name` (which also registers it), `Config` (its knobs, with
+defaults: the one source of them), `absorb` (fast step + consolidation), and
+`state_attributes`, the attributes beyond the slow model that make up its state. State
+goes through `state_dict` / `load_state_dict` as tensors and plain values only, so it loads
+with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, ClassVar
+
+from components.errors import ParamsError
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,19 +65,54 @@ class WindowReport:
     fast_state_bytes: int = 0
 
 
+REGISTRY: dict[str, type["Method"]] = {}
+
+
 class Method(ABC):
-    name: ClassVar[str]
+    name: ClassVar[str]  # set in a subclass's body: registers it under that name
     Config: ClassVar[type[MethodConfig]] = MethodConfig
+    # Attributes that are state beyond the slow model: saved and restored by state_dict /
+    # load_state_dict (an object with its own state_dict, a dict of tensors, or a plain value)
+    # and counted as the fast state's bytes unless `fast_state_bytes` says otherwise.
+    state_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("name")
+        if name is None:  # an abstract family (e.g. the anchored penalties) registers nothing
+            return
+        if name in REGISTRY and REGISTRY[name].__qualname__ != cls.__qualname__:
+            raise ParamsError(f"method name {name!r} is registered twice ({REGISTRY[name].__module__}, {cls.__module__})")
+        REGISTRY[name] = cls
 
     def __init__(self, slow: SlowNet, config: MethodConfig, context: MethodContext) -> None:
         self.slow = slow.to(context.device)
         self.config = config
         self.context = context
         self.windows_learned: list[int] = []
+        self._samples_seen = 0
+
+    def learn_window(self, window: Window) -> WindowReport:
+        """One window: the method's fast step and consolidation (`absorb`), then the shared
+        bookkeeping. Rows passed through `fit` are counted; `count_samples` adds others."""
+        self._samples_seen = 0
+        losses = self.absorb(window)
+        self.windows_learned.append(window.index)
+        return WindowReport(losses, samples_seen=self._samples_seen, fast_state_bytes=self.fast_state_bytes())
 
     @abstractmethod
-    def learn_window(self, window: Window) -> WindowReport:
-        """Absorb one window (fast step) and apply this method's consolidation rule."""
+    def absorb(self, window: Window) -> dict[str, list[float]]:
+        """Learn one window (fast step) and apply this method's consolidation rule; return
+        the per-epoch losses by phase. `windows_learned` does not hold this window yet."""
+
+    def count_samples(self, rows: int) -> None:
+        """Rows this window trained on beyond those `fit` counts (e.g. replayed rows)."""
+        self._samples_seen += rows
+
+    def fast_state_bytes(self) -> int:
+        """Bytes the method keeps besides the slow weights after a window (default: its
+        `state_attributes`)."""
+        return sum(_nbytes(getattr(self, name)) for name in self.state_attributes)
 
     def fit(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int | None = None,
@@ -84,6 +126,7 @@ class Method(ABC):
         """
         c = self.config
         evaluate = self.context.on_step
+        self._samples_seen += (epochs or c.epochs) * len(y)
 
         def hook(trained: nn.Module) -> None:
             if after_step is not None:
@@ -121,11 +164,35 @@ class Method(ABC):
         return self.slow
 
     def state_dict(self) -> dict[str, Any]:
-        return {"slow": self.slow.state_dict(), "windows_learned": list(self.windows_learned)}
+        extra = {name: _dump(getattr(self, name)) for name in self.state_attributes}
+        return {"slow": self.slow.state_dict(), "windows_learned": list(self.windows_learned), **extra}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.slow.load_state_dict(state["slow"])
         self.windows_learned = list(state["windows_learned"])
+        for name in self.state_attributes:
+            current = getattr(self, name)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state[name])
+            elif isinstance(state[name], dict):
+                device = self.context.device
+                setattr(self, name, {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in state[name].items()})
+            else:
+                setattr(self, name, state[name])
 
     def slow_bytes(self) -> int:
         return state_bytes(self.slow.state_dict())
+
+
+def _dump(value: Any) -> Any:
+    return value.state_dict() if hasattr(value, "state_dict") else value
+
+
+def _nbytes(value: Any) -> int:
+    if hasattr(value, "nbytes") and callable(value.nbytes):  # a buffer
+        return int(value.nbytes())
+    if isinstance(value, nn.Module):
+        return state_bytes(value.state_dict())
+    if isinstance(value, dict):
+        return state_bytes({str(k): v for k, v in value.items() if isinstance(v, torch.Tensor)})
+    return 0

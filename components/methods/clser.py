@@ -17,9 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
-from components.models import state_bytes
+from components.methods.base import Method, MethodConfig
 
 
 class ClsErConfig(MethodConfig):
@@ -37,10 +35,10 @@ def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
         t.mul_(decay).add_(s, alpha=1 - decay)
 
 
-@register
 class ClsEr(Method):
     name = "clser"
     Config = ClsErConfig
+    state_attributes = ("plastic", "stable", "buffer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,7 +64,7 @@ class ClsEr(Method):
         if self._coins.random() < c.stable_rate:
             ema_update(self.stable, self.slow, c.stable_decay)
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         c = self.config
         base_loss = self.window_loss(window)
 
@@ -80,26 +78,16 @@ class ClsEr(Method):
             )
 
         losses = self.fit(self.slow, window.x_train, window.y_train, loss_fn=loss, after_step=self.update_ema)
+        self.count_samples(c.epochs * len(window.y_train))  # one replayed batch per window batch
         self.buffer.add(window.x_train, window.y_train, self.context.generator)
-        self.windows_learned.append(window.index)
-        n = c.epochs * len(window.y_train)
-        return WindowReport(
-            {"train": losses}, samples_seen=2 * n,
-            fast_state_bytes=self.buffer.nbytes() + 2 * state_bytes(self.slow.state_dict()),
-        )
+        return {"train": losses}
 
     def predictor(self) -> nn.Module:
         return self.stable
 
     def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {
-            "plastic": self.plastic.state_dict(), "stable": self.stable.state_dict(),
-            "buffer": self.buffer.state_dict(), "coins": list(self._coins.getstate()[1]),
-        }
+        return super().state_dict() | {"coins": list(self._coins.getstate()[1])}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.plastic.load_state_dict(state["plastic"])
-        self.stable.load_state_dict(state["stable"])
-        self.buffer.load_state_dict(state["buffer"])
         self._coins.setstate((3, tuple(state["coins"]), None))

@@ -17,9 +17,8 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
-from components.models import state_bytes
+from components.methods.base import Method, MethodConfig
+from components.methods.losses import kd_loss
 from components.training import predict_logits
 
 
@@ -30,16 +29,7 @@ class DistillConfig(MethodConfig):
     margin: float = Field(2.0, description="how far the new classes' teacher logits are lifted above the old")
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Hinton's KD: KL(teacher || student) on temperature-softened outputs, scaled by T^2."""
-    t = temperature
-    return F.kl_div(
-        F.log_softmax(student_logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-        reduction="batchmean", log_target=True,
-    ) * (t * t)
 
-
-@register
 class Distill(Method):
     name = "distill"
     Config = DistillConfig
@@ -62,7 +52,7 @@ class Distill(Method):
         logits[:, known] = slow_logits[:, known]
         return logits
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         c = self.config
         fast = copy.deepcopy(self.slow)
         fast_losses = self.fit(fast, window.x_train, window.y_train, loss_fn=self.window_loss(window))
@@ -72,10 +62,7 @@ class Distill(Method):
             self.slow, window.x_train, targets, epochs=c.distill_epochs, lr=c.distill_lr,
             loss_fn=lambda model, x, t: kd_loss(model(x), t, c.temperature),
         )
-        self.windows_learned.append(window.index)
-        n = len(window.y_train)
-        return WindowReport(
-            {"fast": fast_losses, "distill": distill_losses},
-            samples_seen=(c.epochs + c.distill_epochs) * n,
-            fast_state_bytes=state_bytes(fast.state_dict()),
-        )
+        return {"fast": fast_losses, "distill": distill_losses}
+
+    def fast_state_bytes(self) -> int:
+        return self.slow_bytes()  # the fast copy that learned the window

@@ -36,13 +36,12 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.base import Method, MethodConfig
 from components.models import SlowNet
 
 
 class ErrorMemoryConfig(MethodConfig):
-    capacity: int = Field(2000, ge=1, description="entries the memory holds (oldest out)")
+    capacity: int = Field(6000, ge=1, description="entries the memory holds (oldest out)")
     retrieval: Literal["lsh", "exact"] = Field("lsh", description="lsh: hashed, constant cost; exact: k nearest keys")
     hash_bits: int = Field(14, ge=1, le=16, description="lsh: hyperplanes per table; more = a narrower kernel")
     tables: int = Field(8, ge=1, description="lsh: hash tables; more = a smoother estimate")
@@ -205,7 +204,6 @@ class CorrectedModel(nn.Module):
         return corrected.clamp_min_(1e-6).log_().contiguous()
 
 
-@register
 class ErrorMemoryMethod(Method):
     name = "error_memory"
     Config = ErrorMemoryConfig
@@ -219,7 +217,7 @@ class ErrorMemoryMethod(Method):
         )
 
     @torch.no_grad()
-    def absorb(self, window: Window) -> int:
+    def store_errors(self, window: Window) -> int:
         """Store the errors of the window's rows; no gradient step. Returns rows stored."""
         self.slow.eval()
         features = torch.cat([self.slow.features(chunk) for chunk in window.x_train.split(2048)])
@@ -232,16 +230,15 @@ class ErrorMemoryMethod(Method):
         self.memory.add(features[keep], (target - probs)[keep], window.x_train[keep], window.y_train[keep])
         return int(keep.sum())
 
-    def learn_window(self, window: Window) -> WindowReport:
-        stored = self.absorb(window)
-        self.windows_learned.append(window.index)
+    def absorb(self, window: Window) -> dict[str, list[float]]:
+        self.count_samples(self.store_errors(window))
         losses: dict[str, list[float]] = {}
         every = self.config.consolidate_every
-        if every and len(self.windows_learned) % every == 0 and self.memory.size:
+        if every and (len(self.windows_learned) + 1) % every == 0 and self.memory.size:  # + this window
             n = self.memory.size
             losses["consolidate"] = self.fit(self.slow, self.memory.x[:n].clone(), self.memory.y[:n].clone())
             self.memory.clear()
-        return WindowReport(losses, samples_seen=stored, fast_state_bytes=self.fast_state_bytes())
+        return losses
 
     def fast_state_bytes(self) -> int:
         m = self.memory

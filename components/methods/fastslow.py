@@ -14,10 +14,8 @@ import torch
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
-from components.methods.regularized import quadratic_penalty
-from components.models import state_bytes
+from components.methods.base import Method, MethodConfig
+from components.methods.losses import quadratic_penalty
 
 
 class FastSlowConfig(MethodConfig):
@@ -25,7 +23,6 @@ class FastSlowConfig(MethodConfig):
     strength: float = Field(1.0, ge=0, description="penalty keeping the fast weights near the slow ones")
 
 
-@register
 class FastSlow(Method):
     name = "fastslow"
     Config = FastSlowConfig
@@ -50,11 +47,9 @@ class FastSlow(Method):
         for name, slow_param in self.slow.named_parameters():
             slow_param.add_(self.config.beta * (fast_params[name] - slow_param))
 
-    def learn_window(self, window: Window) -> WindowReport:
-        fast = self.adapt(window)
-        self.consolidate(fast)
-        self.windows_learned.append(window.index)
-        return WindowReport(
-            {"train": self._fast_losses}, samples_seen=self.config.epochs * len(window.y_train),
-            fast_state_bytes=state_bytes(fast.state_dict()),
-        )
+    def absorb(self, window: Window) -> dict[str, list[float]]:
+        self.consolidate(self.adapt(window))
+        return {"train": self._fast_losses}
+
+    def fast_state_bytes(self) -> int:
+        return self.slow_bytes()  # the fast weights: a copy of the slow ones

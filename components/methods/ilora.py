@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.base import Method, MethodConfig
 from components.models import adaptable_layers, state_bytes
 
 if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
@@ -38,10 +37,10 @@ class IloraConfig(MethodConfig):
     buffer_size: int = Field(500, ge=1)
 
 
-@register
 class Ilora(Method):
     name = "ilora"
     Config = IloraConfig
+    state_attributes = ("buffer",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -95,21 +94,14 @@ class Ilora(Method):
         losses = self.fit(model, window.x_train, window.y_train, loss_fn=loss, after_step=self.ema_step)
         return model, losses
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         model, losses = self.adapt(window)
-        adapter_bytes = 2 * state_bytes([fast for fast, _ in self.pairs])
+        self.count_samples(self.config.epochs * len(window.y_train))  # one replayed batch per window batch
+        self._adapter_bytes = 2 * state_bytes([fast for fast, _ in self.pairs])
         model.set_adapter("slow")
         self.slow = model.merge_and_unload(adapter_names=["slow"])  # consolidation: the slow adapter
         self.buffer.add(window.x_train, window.y_train, self.context.generator)
-        self.windows_learned.append(window.index)
-        return WindowReport(
-            {"train": losses}, samples_seen=2 * self.config.epochs * len(window.y_train),
-            fast_state_bytes=adapter_bytes + self.buffer.nbytes(),
-        )
+        return {"train": losses}
 
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
+    def fast_state_bytes(self) -> int:
+        return getattr(self, "_adapter_bytes", 0) + self.buffer.nbytes()  # both adapters and the buffer

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.base import Method, MethodConfig
 from components.models import adaptable_layers, state_bytes
 
 if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
@@ -26,7 +25,6 @@ class LoraMethodConfig(MethodConfig):
     )
 
 
-@register
 class Lora(Method):
     name = "lora"
     Config = LoraMethodConfig
@@ -49,11 +47,11 @@ class Lora(Method):
         """Consolidation: fold the adapter into the slow weights and drop the peft wrapper."""
         self.slow = adapted.merge_and_unload()
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         adapted, losses = self.adapt(window)
-        adapter_bytes = state_bytes({k: v for k, v in adapted.state_dict().items() if "lora_" in k})
+        self._adapter_bytes = state_bytes({k: v for k, v in adapted.state_dict().items() if "lora_" in k})
         self.merge(adapted)
-        self.windows_learned.append(window.index)
-        return WindowReport(
-            {"train": losses}, samples_seen=self.config.epochs * len(window.y_train), fast_state_bytes=adapter_bytes
-        )
+        return {"train": losses}
+
+    def fast_state_bytes(self) -> int:
+        return getattr(self, "_adapter_bytes", 0)  # the window's adapter, before it was merged

@@ -11,10 +11,8 @@ import torch
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
-from components.methods.distill import kd_loss
-from components.models import state_bytes
+from components.methods.base import Method, MethodConfig
+from components.methods.losses import kd_loss
 
 
 class LwfConfig(MethodConfig):
@@ -22,12 +20,11 @@ class LwfConfig(MethodConfig):
     temperature: float = Field(2.0, gt=0)
 
 
-@register
 class Lwf(Method):
     name = "lwf"
     Config = LwfConfig
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         c = self.config
         teacher = copy.deepcopy(self.slow).eval()
         for p in teacher.parameters():
@@ -42,9 +39,7 @@ class Lwf(Method):
             ce = base_loss(lambda _: logits, x, y)
             return ce + c.alpha * kd_loss(logits[:, old], target[:, old], c.temperature)
 
-        losses = self.fit(self.slow, window.x_train, window.y_train, loss_fn=loss)
-        self.windows_learned.append(window.index)
-        return WindowReport(
-            {"train": losses}, samples_seen=c.epochs * len(window.y_train),
-            fast_state_bytes=state_bytes(teacher.state_dict()),
-        )
+        return {"train": self.fit(self.slow, window.x_train, window.y_train, loss_fn=loss)}
+
+    def fast_state_bytes(self) -> int:
+        return self.slow_bytes()  # the teacher: a frozen copy of the model from before the window

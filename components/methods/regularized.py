@@ -21,9 +21,8 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
-from components.models import state_bytes
+from components.methods.base import Method, MethodConfig
+from components.methods.losses import quadratic_penalty
 
 
 class PenaltyConfig(MethodConfig):
@@ -31,16 +30,9 @@ class PenaltyConfig(MethodConfig):
 
 
 class EwcConfig(PenaltyConfig):
-    strength: float = Field(100.0, ge=0)
+    strength: float = Field(1000.0, ge=0)
     fisher_decay: float = Field(1.0, ge=0, le=1, description="gamma: weight of older Fisher terms")
     fisher_samples: int = Field(1000, ge=1, description="rows per window used to estimate the Fisher")
-
-
-def quadratic_penalty(model: nn.Module, anchor: dict[str, torch.Tensor], importance: dict[str, torch.Tensor]) -> torch.Tensor:
-    total = next(model.parameters()).new_zeros(())
-    for name, param in model.named_parameters():
-        total = total + (importance[name] * (param - anchor[name]) ** 2).sum()
-    return total
 
 
 def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 256) -> dict[str, torch.Tensor]:
@@ -64,6 +56,8 @@ def diagonal_fisher(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: i
 class _Anchored(Method):
     """Finetune with a penalty towards the anchor; subclasses say how important each weight is."""
 
+    state_attributes = ("anchor", "importance")
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.anchor: dict[str, torch.Tensor] = {}
@@ -77,7 +71,7 @@ class _Anchored(Method):
             return next(model.parameters()).new_zeros(())
         return self.config.strength / 2 * quadratic_penalty(model, self.anchor, self.importance)
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         if not self.anchor:  # the slow model's own knowledge is the first thing to protect
             self.set_anchor(self.context.stream.window(0))
         base_loss = self.window_loss(window)
@@ -86,27 +80,13 @@ class _Anchored(Method):
             loss_fn=lambda model, x, y: base_loss(model, x, y) + self.penalty(model),
         )
         self.set_anchor(window)
-        self.windows_learned.append(window.index)
-        return WindowReport(
-            {"train": losses}, samples_seen=self.config.epochs * len(window.y_train),
-            fast_state_bytes=state_bytes(self.anchor) + state_bytes(self.importance),
-        )
+        return {"train": losses}
 
     def set_anchor(self, window: Window) -> None:
         self.update_importance(window)
         self.anchor = {k: v.detach().clone() for k, v in self.slow.named_parameters()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"anchor": self.anchor, "importance": self.importance}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        device = self.context.device
-        self.anchor = {k: v.to(device) for k, v in state["anchor"].items()}
-        self.importance = {k: v.to(device) for k, v in state["importance"].items()}
-
-
-@register
 class L2(_Anchored):
     name = "l2"
     Config = PenaltyConfig
@@ -115,7 +95,6 @@ class L2(_Anchored):
         self.importance = {k: torch.ones_like(v) for k, v in self.slow.named_parameters()}
 
 
-@register
 class Ewc(_Anchored):
     name = "ewc"
     Config = EwcConfig

@@ -5,14 +5,11 @@ knowledge, and takes each window's rows after the window is learned.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.base import Method, MethodConfig
 
 
 class ReplayConfig(MethodConfig):
@@ -21,16 +18,16 @@ class ReplayConfig(MethodConfig):
     replay_batch_size: int | None = Field(None, ge=1, description="replayed rows per step (default: batch_size)")
 
 
-@register
 class Replay(Method):
     name = "replay"
     Config = ReplayConfig
+    state_attributes = ("buffer",)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.buffer = self.replay_buffer(self.config.buffer_size, self.config.class_balanced)
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         c = self.config
         replay_n = c.replay_batch_size or c.batch_size
         window_loss = self.window_loss(window)
@@ -40,17 +37,6 @@ class Replay(Method):
             return window_loss(model, x, y) + F.cross_entropy(model(rx), ry)
 
         losses = self.fit(self.slow, window.x_train, window.y_train, loss_fn=loss)
+        self.count_samples(c.epochs * len(window.y_train) // c.batch_size * replay_n)  # the replayed rows
         self.buffer.add(window.x_train, window.y_train, self.context.generator)
-        self.windows_learned.append(window.index)
-        steps_rows = c.epochs * len(window.y_train)
-        return WindowReport(
-            {"train": losses}, samples_seen=steps_rows + steps_rows // c.batch_size * replay_n,
-            fast_state_bytes=self.buffer.nbytes(),
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {"buffer": self.buffer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.buffer.load_state_dict(state["buffer"])
+        return {"train": losses}

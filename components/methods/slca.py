@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods import register
-from components.methods.base import Method, MethodConfig, WindowReport
+from components.methods.base import Method, MethodConfig
 from components.training import train
 
 
@@ -35,10 +34,10 @@ def normalised_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits / (logits.norm(dim=1, keepdim=True) + 1e-7) / temperature
 
 
-@register
 class Slca(Method):
     name = "slca"
     Config = SlcaConfig
+    state_attributes = ("class_means", "class_covs")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -85,7 +84,7 @@ class Slca(Method):
             )
         return losses
 
-    def learn_window(self, window: Window) -> WindowReport:
+    def absorb(self, window: Window) -> dict[str, list[float]]:
         if not self.class_means:
             self.record_statistics(self.context.stream.window(0))
         losses = self.fit(
@@ -94,21 +93,4 @@ class Slca(Method):
         )
         self.record_statistics(window)
         align = self.align_classifier()
-        self.windows_learned.append(window.index)
-        stats_bytes = sum(m.numel() * 4 + self.class_covs[k].numel() * 4 for k, m in self.class_means.items())
-        return WindowReport(
-            {"train": losses, "align": align}, samples_seen=self.config.epochs * len(window.y_train),
-            fast_state_bytes=stats_bytes,
-        )
-
-    def state_dict(self) -> dict[str, Any]:
-        return super().state_dict() | {
-            "class_means": {str(k): v for k, v in self.class_means.items()},
-            "class_covs": {str(k): v for k, v in self.class_covs.items()},
-        }
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        device = self.context.device
-        self.class_means = {int(k): v.to(device) for k, v in state["class_means"].items()}
-        self.class_covs = {int(k): v.to(device) for k, v in state["class_covs"].items()}
+        return {"train": losses, "align": align}

@@ -1,0 +1,99 @@
+"""One seed's and one method's numbers, from the records of their windows.
+
+The per-window facts are measured during training (components/protocol.py,
+components/evaluation.py); everything here is computed from what was recorded, so a
+resumed run and an uninterrupted one summarise identically.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from components.comparison import aggregate_seeds
+from components.evaluation import EvalPoint
+from components.metrics import min_accuracy, stability_gap, summarize, worst_case_accuracy
+from components.progress import WindowRecord
+
+# Summarised once per seed at step = last window; per window they stay on the window's
+# child run, so the seed's run never holds two values of one metric at one step.
+RUN_TOTALS = ("fast_state_bytes", "peak_memory_mb", "samples_per_second")
+
+
+@dataclass
+class SeedResult:
+    matrix: np.ndarray  # R[i, j]: accuracy on window j after window i (row 0: the slow model)
+    points: list[EvalPoint]  # every continual-evaluation point, in order
+    metrics: dict[str, float]  # ACC, BWT, ..., min-ACC, WC-ACC, stability gap, timings
+
+
+def window_metrics(
+    seconds: float, samples_seen: int, fast_state_bytes: int, peak_memory_mb: float, accuracies: list[float],
+    seen_accuracy: float, prequential_accuracy: float | None,
+) -> dict[str, float]:
+    """The scalars of one window, as logged on its child run and at step = window."""
+    out = {
+        "seconds": seconds,
+        "samples_per_second": samples_seen / max(seconds, 1e-9),
+        "fast_state_bytes": fast_state_bytes,
+        "peak_memory_mb": peak_memory_mb,
+        "acc_seen": seen_accuracy,
+        **{f"acc_w{j}": a for j, a in enumerate(accuracies)},
+    }
+    if prequential_accuracy is not None:
+        out["prequential_acc"] = prequential_accuracy
+    return out
+
+
+def curve_metrics(point: EvalPoint) -> dict[str, float]:
+    """Continual-evaluation metric names, logged with step = global optimizer step."""
+    out = {f"cl_acc_w{j}": a for j, a in enumerate(point.accuracies)}
+    if point.old_accuracy is not None:
+        out["cl_acc_old"] = point.old_accuracy
+    return out
+
+
+def window_curve(record: WindowRecord) -> list[tuple[int, dict[str, float]]]:
+    """(step, metrics) of a window's continual points. The pre-window point shares its step
+    with the previous window's last point (the same model): only the new window's accuracy
+    is new there, so each metric has one value per step."""
+    curve = [(p.step, curve_metrics(p)) for p in map(EvalPoint.from_dict, record.points)]
+    if record.window > 1 and curve:
+        curve[0] = (curve[0][0], {f"cl_acc_w{record.window}": curve[0][1][f"cl_acc_w{record.window}"]})
+    return curve
+
+
+def seed_result(baseline: Sequence[float], windows: Sequence[WindowRecord], gap_tolerance: float) -> SeedResult:
+    matrix = np.array([list(baseline), *[w.accuracies for w in windows]])
+    points = [EvalPoint.from_dict(p) for w in windows for p in w.points]
+    gaps = {w.window: stability_gap(points, w.window, gap_tolerance) for w in windows}
+    depths = [g["depth"] for g in gaps.values() if g["depth"] is not None]
+    metrics = summarize(matrix) | {
+        "min_acc": min_accuracy(points),
+        "wc_acc": worst_case_accuracy(points),
+        "gap_depth": float(np.mean(depths)) if depths else 0.0,
+        "seconds_per_window": float(np.mean([w.summary["seconds"] for w in windows])),
+        "samples_per_second": float(np.mean([w.summary["samples_per_second"] for w in windows])),
+        "fast_state_bytes": float(max(w.summary["fast_state_bytes"] for w in windows)),
+        "peak_memory_mb": float(max(w.summary["peak_memory_mb"] for w in windows)),
+    }
+    for window, gap in gaps.items():
+        metrics[f"gap_depth_w{window}"] = gap["depth"] if gap["depth"] is not None else 0.0
+        if gap["recovery_steps"] is not None:
+            metrics[f"gap_recovery_steps_w{window}"] = gap["recovery_steps"]
+    return SeedResult(matrix, points, metrics)
+
+
+def method_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of every numeric metric, and the mean accuracy matrix."""
+    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed", "fingerprint")} for r in records])
+    return {"matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(), **stats}
+
+
+def seen_accuracy(accuracies: Sequence[float], windows: int) -> float:
+    """Mean accuracy over windows 0..windows-1: what a model has been taught so far."""
+    seen = list(accuracies)[:windows]
+    return float(sum(seen) / len(seen))

@@ -1,0 +1,131 @@
+"""What a unit of work reads, loaded once per process: params, every path, device, stream.
+
+Opening a workspace validates every block under `methods:` too, so a typo in any method
+ends the first training stage in one line, before anything trains.
+
+A flow hands its tasks small, typed, serializable values (a `Unit`, paths as strings); each
+task opens the workspace with `open_workspace`, which parses params.yaml and reads the
+stream once per process (cached on the files' contents and stat), not once per window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from components.config import Params, load_params
+from components.data.loading import Stream
+from components.data.stream_io import MANIFEST
+from components.runtime import pick_device, window_seed
+
+__all__ = ["Layout", "Unit", "Workspace", "open_workspace", "window_seed"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path the pipeline reads or writes under a project root."""
+
+    root: Path
+    stream_name: str
+
+    @property
+    def stream_dir(self) -> Path:
+        return self.root / "data" / "streams" / self.stream_name
+
+    @property
+    def slow_dir(self) -> Path:
+        return self.root / "models" / "slow"
+
+    @property
+    def slow_model(self) -> Path:
+        return self.slow_dir / "model.pt"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def methods_results(self) -> Path:
+        return self.results / "methods"
+
+    def method_results(self, entry: str) -> Path:
+        return self.methods_results / entry
+
+    def seed_results(self, entry: str, seed: int) -> Path:
+        return self.method_results(entry) / f"seed{seed}"
+
+    @property
+    def state_root(self) -> Path:
+        """Per-window checkpoints of running methods (not a DVC output; survives a crash)."""
+        return self.root / ".slowfast" / "state" / self.stream_name
+
+    def seed_state(self, entry: str, seed: int) -> Path:
+        return self.state_root / entry / f"seed{seed}"
+
+    def window_state(self, entry: str, seed: int, window: int) -> Path:
+        return self.seed_state(entry, seed) / f"window-{window:04d}.pt"
+
+    def flow_marker(self, entry: str) -> Path:
+        return self.state_root / entry / "flow.json"
+
+    @property
+    def ops_dir(self) -> Path:
+        """The live loop's durable state (flows/ops.py)."""
+        return self.root / ".slowfast" / "ops" / self.stream_name
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One method entry x one seed over the stream: what a flow hands a task."""
+
+    entry: str
+    seed: int
+    params_path: str = "params.yaml"
+    root: str = "."
+
+
+@dataclass
+class Workspace:
+    params: Params
+    layout: Layout
+    device: torch.device = field(default=torch.device("cpu"))
+    manifest_stamp: tuple = ()  # the stream manifest's stat when opened: a new prepare reopens
+
+    @cached_property
+    def stream(self) -> Stream:
+        return Stream(self.layout.stream_dir, self.device)
+
+
+_OPEN: dict[tuple, Workspace] = {}
+
+
+def _stamp(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return ()
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+def open_workspace(params_path: Path | str = "params.yaml", root: Path | str = ".") -> Workspace:
+    """The workspace of `root` with `params_path` (relative to root), reused while neither
+    the params file nor the stream's manifest changed."""
+    root = Path(root)
+    path = root / params_path
+    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    key = (str(root.resolve()), str(params_path), digest)
+    workspace = _OPEN.get(key)
+    if workspace is not None and workspace.manifest_stamp == _stamp(workspace.layout.stream_dir / MANIFEST):
+        return workspace
+    params = load_params(path)
+    from components.methods import validate_entries  # here: the method registry imports this module
+
+    validate_entries(params.methods, str(path))
+    layout = Layout(root, params.stream.name)
+    workspace = Workspace(params, layout, pick_device(params.device), _stamp(layout.stream_dir / MANIFEST))
+    _OPEN[key] = workspace
+    return workspace
