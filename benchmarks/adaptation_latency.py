@@ -22,15 +22,14 @@ from pathlib import Path
 import torch
 
 from benchmarks import targets
+from components.methods import entry_config, load_method
+from components.runtime import pick_device
+from components.workspace import Layout, Workspace
 from components.config import StreamParams, load_params
 from components.data.loading import Stream, Window
 from components.data.mnist1d_source import class_incremental_windows
 from components.data.stream_io import write_stream
-from components.methods import build_method, entry_config
-from components.methods.base import MethodContext
-from components.models import build_model
 from components.pretraining import pretrain_slow_model
-from components.runtime import configure_torch, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -47,14 +46,15 @@ def shrink(window: Window, rows: int) -> Window:
     return Window(window.index, window.classes, window.x_train[:rows], window.y_train[:rows], window.x_test, window.y_test)
 
 
+def _workspace(params, stream: Stream) -> Workspace:
+    return Workspace(params, Layout(stream.root.parent, stream.root.name), stream.device)
+
+
 def time_method(params, stream: Stream, slow_state: dict, entry: str, window: Window, repeats: int) -> list[float]:
     device = stream.device
 
     def fresh():
-        generator = configure_torch(params.threads, 0)
-        slow = build_model(params.model, stream.manifest.num_features, stream.num_classes)
-        slow.load_state_dict(slow_state)
-        return build_method(entry, entry_config(params.methods, entry), slow, MethodContext(stream, device, generator))
+        return load_method(_workspace(params, stream), entry, seed=0, stream=stream, slow_state=slow_state)
 
     warm = fresh()
     warm.learn_window(shrink(stream.window(1), len(window.y_train)))
@@ -76,10 +76,8 @@ def correction_overhead(params, stream: Stream, slow_state: dict, batch: int, re
     """Forward of `batch` rows through the slow model vs through the corrected model with a
     full memory (capacity entries), medians and minima of interleaved repeats."""
     device = stream.device
-    generator = configure_torch(params.threads, 0)
-    slow = build_model(params.model, stream.manifest.num_features, stream.num_classes).to(device)
-    slow.load_state_dict(slow_state)
-    method = build_method("error_memory", entry_config(params.methods, "error_memory"), slow, MethodContext(stream, device, generator))
+    method = load_method(_workspace(params, stream), "error_memory", seed=0, stream=stream, slow_state=slow_state)
+    slow = method.slow
     method.learn_window(stream.window(1))
     capacity = method.memory.capacity
     while method.memory.size < capacity:  # fill with real keys, as after a long stream

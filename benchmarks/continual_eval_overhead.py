@@ -16,27 +16,21 @@ import time
 from pathlib import Path
 
 
-from components.checkpoint import load_state
+from components.methods import load_method
+from components.runtime import pick_device
+from components.workspace import open_workspace
 from components.config import load_params
 from components.data.loading import Stream
 from components.evaluation import ContinualEvaluator
-from components.methods import build_method, entry_config
-from components.methods.base import MethodContext
-from components.models import build_model
 from components.protocol import absorb_window
-from components.runtime import configure_torch, pick_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_stream(params, stream: Stream, entry: str, every: int) -> float:
     """Wall seconds to absorb every window (fast step + consolidation + evaluation)."""
-    generator = configure_torch(params.threads, 0)
-    slow = build_model(params.model, stream.manifest.num_features, stream.num_classes)
-    slow.load_state_dict(load_state(ROOT / "models" / "slow" / "model.pt"))
     evaluator = ContinualEvaluator(stream, every, params.evaluation.subset_rows, seed=0)
-    context = MethodContext(stream, stream.device, generator, evaluator.on_step)
-    method = build_method(entry, entry_config(params.methods, entry), slow, context)
+    method = load_method(open_workspace("params.yaml", ROOT), entry, seed=0, stream=stream, on_step=evaluator.on_step)
     start = time.perf_counter()
     for k in range(1, stream.num_windows):
         evaluator.start_window(k, method.predictor())

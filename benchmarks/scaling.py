@@ -23,15 +23,14 @@ from pathlib import Path
 
 import torch
 
-from components.config import ModelParams, StreamParams
+from components.config import Params, StreamParams
+from components.methods import load_method
+from components.runtime import pick_device
+from components.workspace import Layout, Workspace
 from components.data.loading import Stream
 from components.data.sources import build_stream
 from components.data.stream_io import write_stream
-from components.methods import build_method
-from components.methods.base import MethodContext
-from components.models import build_model
 from components.evaluation import evaluate_windows
-from components.runtime import configure_torch, pick_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = 500
@@ -49,10 +48,11 @@ def make_stream(root: Path, windows: int) -> Stream:
 
 
 def method_for(stream: Stream, entry: str, raw: dict, seed: int = 0):
-    generator = configure_torch(2, seed)
-    slow = build_model(ModelParams(kind="mlp", hidden=64), stream.manifest.num_features, stream.num_classes)
-    return build_method(entry, {"epochs": 1, **raw} if entry != "error_memory" else raw, slow,
-                        MethodContext(stream, stream.device, generator))
+    """`entry` over an untrained MLP (cost per window, not accuracy, is measured here)."""
+    config = {"epochs": 1, **raw} if entry != "error_memory" else raw
+    params = Params.model_validate({"threads": 2, "model": {"kind": "mlp", "hidden": 64}, "methods": {entry: config}})
+    workspace = Workspace(params, Layout(stream.root.parent, stream.root.name), stream.device)
+    return load_method(workspace, entry, seed=seed, stream=stream, untrained_slow=True)
 
 
 def per_window(stream: Stream) -> dict:

@@ -36,7 +36,10 @@ PlainName = Annotated[str, AfterValidator(check_plain_name)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are refused, and types are strict: `epochs: true` or `lr: "fast"` is an
+    error, not 1 or a guess (an int is still a valid float)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # The MNIST-1D generator's corruption knobs that a drift schedule may change.
@@ -172,6 +175,12 @@ class DriftTrigger(Strict):
     """A river drift detector on the serving model's errors; a drift starts consolidation early."""
 
     detector: Literal["off", "adwin", "page_hinkley"] = "off"
+
+    @field_validator("detector", mode="before")
+    @classmethod
+    def _yaml_11_off(cls, value: Any) -> Any:
+        """`dvc exp run -S` rewrites params.yaml as YAML 1.1, where `off` is false."""
+        return "off" if value is False else value
     delta: float = Field(0.002, gt=0, lt=1, description="ADWIN's confidence / Page-Hinkley's tolerated change")
     threshold: float = Field(50.0, gt=0, description="Page-Hinkley's alarm threshold")
 

@@ -11,15 +11,29 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+# Past this many windows a heatmap is drawn at a fixed size without cell labels, so its
+# pixels stay bounded whatever the stream's length (209 windows once made a 318-megapixel PNG).
+ANNOTATED_WINDOWS = 16
+MAX_FIGURE_INCHES = (12.0, 10.0)
+
+
 def accuracy_heatmap(matrix: np.ndarray | list[list[float]], title: str, path: Path) -> Path:
-    """R[i, j] as a heatmap: rows = after training through window i, columns = test window j."""
+    """R[i, j] as a heatmap: rows = after training through window i, columns = test window j.
+    At most about 1200 x 1000 pixels: long streams lose the per-cell labels, not the picture."""
     r = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * r.shape[1], 1.0 + 0.8 * r.shape[0]))
-    image = ax.imshow(r, vmin=0.0, vmax=1.0, cmap="viridis")
-    for (i, j), value in np.ndenumerate(r):
-        ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=9)
-    ax.set_xticks(range(r.shape[1]), [f"w{j}" for j in range(r.shape[1])])
-    ax.set_yticks(range(r.shape[0]), ["slow" if i == 0 else f"after w{i}" for i in range(r.shape[0])])
+    small = max(r.shape) <= ANNOTATED_WINDOWS
+    size = (1.2 + 0.9 * r.shape[1], 1.0 + 0.8 * r.shape[0]) if small else MAX_FIGURE_INCHES
+    fig, ax = plt.subplots(figsize=size)
+    image = ax.imshow(r, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto" if not small else None)
+    if small:
+        for (i, j), value in np.ndenumerate(r):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(r.shape[1]), [f"w{j}" for j in range(r.shape[1])])
+        ax.set_yticks(range(r.shape[0]), ["slow" if i == 0 else f"after w{i}" for i in range(r.shape[0])])
+    else:
+        step = max(1, r.shape[1] // 12)
+        ax.set_xticks(range(0, r.shape[1], step), [f"w{j}" for j in range(0, r.shape[1], step)], rotation=90)
+        ax.set_yticks(range(0, r.shape[0], step), ["slow" if i == 0 else f"after w{i}" for i in range(0, r.shape[0], step)])
     ax.set_xlabel("evaluated on window")
     ax.set_title(title)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)

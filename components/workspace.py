@@ -22,7 +22,9 @@ from components.data.loading import Stream
 from components.data.stream_io import MANIFEST
 from components.runtime import pick_device, window_seed
 
-__all__ = ["Layout", "Unit", "Workspace", "open_workspace", "window_seed"]
+__all__ = ["REPO_ROOT", "Layout", "Unit", "Workspace", "open_workspace", "window_seed"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout this code runs from: the default project root
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods
 from components.config import load_params
 from components.errors import SlowfastError
 from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
+from components.workspace import REPO_ROOT
 from adapters import mlflow_store as tracking
 
 HEADLINE = ["acc", "bwt", "forgetting", "wc_acc"]
@@ -48,7 +49,7 @@ def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -
 
 
 @task(name="compare-methods", cache_policy=NO_CACHE)
-def compare(params_path: str, root: str) -> dict:
+def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     root_path = Path(root)
     params = load_params(root_path / params_path)
     summaries = _load_summaries(root_path, list(params.methods))

@@ -10,10 +10,11 @@ from prefect.cache_policies import NO_CACHE
 from components.config import load_params
 from components.data.sources import build_stream
 from components.data.stream_io import remove_other_streams, write_stream
+from components.workspace import REPO_ROOT
 
 
 @task(name="prepare-stream", cache_policy=NO_CACHE)
-def prepare_stream(params_path: str, root: str) -> dict:
+def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     root_path = Path(root)
     params = load_params(root_path / params_path)
     s = params.stream

@@ -34,7 +34,7 @@ from components.progress import file_digest
 from components.protocol import absorb_window
 from components.pretraining import train_slow_model
 from components.runtime import configure_torch, window_seed
-from components.workspace import open_workspace
+from components.workspace import REPO_ROOT, open_workspace
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:
@@ -106,7 +106,7 @@ def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[st
 
 
 @task(name="ingest-window", cache_policy=NO_CACHE)
-def ingest(params_path: str, root: str) -> dict:
+def ingest(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """Let the next window of the stream arrive (after `dvc repro prepare`, when enabled)."""
     p = open_workspace(params_path, root).params
     if p.ops.reproduce_prepare:
@@ -125,7 +125,7 @@ def ingest(params_path: str, root: str) -> dict:
 
 
 @task(name="fast-adapt", cache_policy=NO_CACHE)
-def fast_adapt(params_path: str, root: str) -> dict:
+def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """Absorb every arrived window not yet absorbed; register a challenger past the gate."""
     live = open_live(params_path, root)
     state, p = live.state, live.workspace.params
@@ -197,7 +197,7 @@ def fast_adapt(params_path: str, root: str) -> dict:
 
 
 @task(name="consolidate", cache_policy=NO_CACHE)
-def consolidate(params_path: str, root: str, trigger: str = "schedule") -> dict:
+def consolidate(params_path: str = "params.yaml", root: str = str(REPO_ROOT), trigger: str = "schedule") -> dict:
     """Promote the fast state to champion unless accuracy over every seen window drops by
     more than `ops.promotion_tolerance`; otherwise keep the champion and record why."""
     live = open_live(params_path, root)
@@ -235,7 +235,7 @@ def consolidate(params_path: str, root: str, trigger: str = "schedule") -> dict:
 
 
 @task(name="retrain-slow", cache_policy=NO_CACHE)
-def retrain_slow(params_path: str, root: str) -> dict:
+def retrain_slow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """A fresh slow model on every window arrived so far, promoted under the same rule as a
     consolidation; when promoted, the fast state starts over on it."""
     live = open_live(params_path, root)

@@ -11,11 +11,11 @@ from components.checkpoint import save_json, save_state
 from components.evaluation import evaluate_windows
 from components.pretraining import pretrain_slow_model
 from adapters import mlflow_store as tracking
-from components.workspace import open_workspace
+from components.workspace import REPO_ROOT, open_workspace
 
 
 @task(name="pretrain-slow-model", cache_policy=NO_CACHE)
-def pretrain(params_path: str, root: str) -> dict:
+def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     ctx = open_workspace(params_path, root)
     p, manifest = ctx.params, ctx.stream.manifest
     tracking.configure_retries(p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)

@@ -68,6 +68,14 @@ def write_params(root: Path, params: dict) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    """`slow`: a test that runs flows on a Prefect server or the pipeline through DVC.
+    `./test.sh -m "not slow"` runs the rest (unit tests, about a minute)."""
+    for item in items:
+        if "prefect_api_url" in item.fixturenames or item.get_closest_marker("e2e") or item.get_closest_marker("dvc"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def prefect_api_url():
     """One temporary Prefect server for the whole session (it costs seconds to start). Flows

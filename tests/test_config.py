@@ -107,3 +107,46 @@ def test_params_yaml_and_the_python_defaults_are_one_set():
     for entry, block in methods.items():
         differ += _second_opinions(block, method_type(entry, block).Config, f".methods.{entry}")
     assert not differ, "; ".join(differ)
+
+
+@pytest.mark.parametrize(("block", "key", "value"), [
+    ("pretrain", "epochs", True), ("pretrain", "epochs", 2.5), ("pretrain", "lr", "fast"), ("evaluation", "prequential", "yes"),
+])
+def test_types_are_strict(tmp_path, block, key, value):
+    bad = tiny_params()
+    bad[block] = {**bad.get(block, {}), key: value}
+    write_params(tmp_path, bad)
+    with pytest.raises(ParamsError, match=rf"{block}\.{key}: Input should be a valid"):
+        load_params(tmp_path / "params.yaml")
+
+
+def test_a_method_block_with_a_bool_for_a_number_is_refused_when_the_workspace_opens(tmp_path):
+    from components.workspace import open_workspace
+
+    bad = tiny_params()
+    bad["methods"]["replay"] = {"epochs": True}
+    write_params(tmp_path, bad)
+    with pytest.raises(ParamsError, match=r"methods\.replay\.epochs: Input should be a valid integer"):
+        open_workspace("params.yaml", tmp_path)
+
+
+def test_yaml_11_off_from_dvc_exp_run_means_off(tmp_path):
+    """`dvc exp run -S` writes `detector: off` unquoted, which YAML 1.1 reads as false."""
+    params = tiny_params()
+    params["ops"] = {"drift": {"detector": False}}
+    write_params(tmp_path, params)
+    assert load_params(tmp_path / "params.yaml").ops.drift.detector == "off"
+
+
+@pytest.mark.parametrize(("device", "message"), [
+    ("cuda", "no CUDA GPU is available here"), ("banana", "'banana' is not a device"), ("mps", "not supported"),
+])
+def test_a_device_that_is_not_there_is_one_line(device, message):
+    import torch
+
+    from components.runtime import pick_device
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(ParamsError, match=message):
+        pick_device(device)

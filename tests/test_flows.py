@@ -30,11 +30,13 @@ def pipeline(prefect_api_url, tmp_path_factory):
     from flows.pretrain import pretrain_flow
     from flows.stream import methods_flow
 
-    prepared = prepare_flow(root=str(root))
-    pretrain_flow(root=str(root))
-    records = methods_flow(root=str(root))
-    compared = compare_flow(root=str(root))
-    yield {"root": root, "uri": uri, "prepared": prepared, "records": records, "compared": compared}
+    states = {name: fn(root=str(root), return_state=True) for name, fn in
+              (("prepare-stream", prepare_flow), ("pretrain", pretrain_flow), ("slow-fast-methods", methods_flow),
+               ("compare-methods", compare_flow))}
+    results = {name: state.result() for name, state in states.items()}
+    yield {"root": root, "uri": uri, "prepared": results["prepare-stream"], "records": results["slow-fast-methods"],
+           "compared": results["compare-methods"],
+           "flow_runs": {name: state.state_details.flow_run_id for name, state in states.items()}}
     mp.undo()
 
 
@@ -142,17 +144,20 @@ def test_registered_model_loads_and_predicts_with_pickle_disallowed(pipeline, mo
     assert model(torch.zeros(3, 40)).shape == (3, 10)
 
 
-def test_flow_runs_are_recorded_by_prefect(pipeline):
+def test_each_stage_is_one_completed_flow_run_with_a_task_per_window(pipeline):
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    async def completed():
-        async with get_client() as client:
-            runs = await client.read_flow_runs()
-            return [r for r in runs if r.state and r.state.is_completed()]
-
-    import asyncio
-
-    assert len(asyncio.run(completed())) >= 5
+    with get_client(sync_client=True) as client:
+        for name, run_id in pipeline["flow_runs"].items():
+            run = client.read_flow_run(run_id)
+            assert run.state.is_completed(), (name, run.state)
+            assert client.read_flow(run.flow_id).name == name
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[pipeline["flow_runs"]["slow-fast-methods"]])))
+    names = sorted(t.name.rsplit("-", 1)[0] for t in tasks)
+    # 2 methods x 2 seeds x 3 windows
+    assert names.count("absorb-window") == 12 and names.count("open-method-run") == 4
+    assert all(t.state.is_completed() for t in tasks)
 
 
 def test_continual_curve_is_logged_per_evaluation_point(pipeline):

@@ -250,3 +250,15 @@ def test_ilora_serves_the_slow_adapter_merged_into_the_slow_model(tiny_root):
     method.slow = model.merge_and_unload(adapter_names=["slow"])
     torch.testing.assert_close(predict_logits(method.slow, x), with_slow_adapter, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(with_fast_adapter, with_slow_adapter, atol=1e-4)
+
+
+def test_kfpf_consolidation_moves_only_the_forgetting_prone_modules(tiny_root):
+    method, stream = _method(tiny_root, "kfpf", raw={"epochs": 1, "buffer_size": 64, "fpf_steps": 7})
+    report = method.learn_window(stream.window(1))
+    assert len(report.losses["fpf"]) == 1  # one pass of 7 steps over sampled buffer rows
+    assert report.samples_seen == len(stream.window(1).y_train) + 7 * 64
+    before = {k: v.clone() for k, v in method.slow.state_dict().items()}
+    method.finetune_forgetting_prone()
+    moved = {k for k, v in method.slow.state_dict().items() if not torch.equal(v, before[k])}
+    assert moved == {"head.weight", "head.bias", "backbone.7.weight", "backbone.7.bias"}  # head + last linear
+    assert all(p.requires_grad for p in method.slow.parameters())  # the freeze is undone

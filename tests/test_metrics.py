@@ -44,3 +44,17 @@ def test_summary_has_every_metric_and_rejects_bad_shapes():
     assert set(summarize(R)) == {"acc", "bwt", "fwt", "forgetting"}
     with pytest.raises(ValueError, match="square"):
         summarize(np.ones((2, 3)))
+
+
+def test_a_heatmap_stays_bounded_whatever_the_number_of_windows(tmp_path):
+    """A stream cut by day can have hundreds of windows; the figure must stay openable."""
+    import numpy as np
+    from PIL import Image
+
+    from components.plots import accuracy_heatmap
+
+    for windows in (4, 210):
+        path = accuracy_heatmap(np.random.default_rng(0).random((windows + 1, windows + 1)), "t", tmp_path / f"h{windows}.png")
+        with Image.open(path) as image:
+            width, height = image.size
+        assert width * height <= 1300 * 1100, (windows, image.size)

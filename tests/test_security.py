@@ -13,6 +13,8 @@ import pytest
 from benchmarks._project import copy_repository
 from tests.conftest import tiny_params, write_params
 
+pytestmark = pytest.mark.dvc
+
 
 @pytest.fixture
 def repo(tmp_path) -> Path:

@@ -34,7 +34,7 @@ from components.training import BatchHook, LossFn, StepHook, cross_entropy_loss,
 class MethodConfig(BaseModel):
     """Knobs shared by every method; a method's own config class adds to these."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # `epochs: true` is an error, not 1
 
     method: str | None = Field(None, description="method type; defaults to the entry's name in params.yaml")
     epochs: int = Field(5, ge=1)

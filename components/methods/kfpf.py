@@ -45,16 +45,20 @@ class Kfpf(Method):
     def absorb(self, window: Window) -> dict[str, list[float]]:
         losses = {"train": self.fit(self.slow, window.x_train, window.y_train, loss_fn=self.window_loss(window))}
         self.buffer.add(window.x_train, window.y_train, self.context.generator)
-        c = self.config
-        if c.fpf_steps:
-            x, y = self.buffer.sample(c.fpf_steps * c.batch_size, self.context.generator)
-            prone = {id(p) for p in self.forgetting_prone()}
-            frozen = [p for p in self.slow.parameters() if id(p) not in prone and p.requires_grad]
-            for p in frozen:
-                p.requires_grad_(False)
-            try:
-                losses["fpf"] = self.fit(self.slow, x, y, epochs=1, lr=c.fpf_lr)
-            finally:
-                for p in frozen:
-                    p.requires_grad_(True)
+        if self.config.fpf_steps:
+            losses["fpf"] = self.finetune_forgetting_prone()
         return losses
+
+    def finetune_forgetting_prone(self) -> list[float]:
+        """Consolidation: `fpf_steps` Adam steps on buffer batches, every other module frozen."""
+        c = self.config
+        x, y = self.buffer.sample(c.fpf_steps * c.batch_size, self.context.generator)
+        prone = {id(p) for p in self.forgetting_prone()}
+        frozen = [p for p in self.slow.parameters() if id(p) not in prone and p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            return self.fit(self.slow, x, y, epochs=1, lr=c.fpf_lr)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
