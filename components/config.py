@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 
 from components.errors import ParamsError
+from components.layout import Layout
 from components.metrics import HIGHER_IS_BETTER
 
 
@@ -240,7 +241,7 @@ class Params(Strict):
         return methods
 
     def stream_dir(self, root: Path) -> Path:
-        return root / "data" / "streams" / self.stream.name
+        return Layout(Path(root), self.stream.name).stream_dir
 
 
 def _describe(error: ValidationError, source: str, prefix: str = "") -> str:

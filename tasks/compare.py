@@ -18,25 +18,25 @@ from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods
 from components.config import load_params
 from components.errors import SlowfastError
 from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
-from components.workspace import REPO_ROOT
+from components.layout import REPO_ROOT, Layout
 from adapters import mlflow_store as tracking
 
 HEADLINE = ["acc", "bwt", "forgetting", "wc_acc"]
 
 
-def _load_summaries(root: Path, methods: list[str]) -> dict[str, dict]:
+def _load_summaries(layout: Layout, methods: list[str]) -> dict[str, dict]:
     summaries = {}
     for name in methods:
-        path = root / "results" / "methods" / name / "metrics.json"
+        path = layout.method_results(name) / "metrics.json"
         if not path.is_file():
             raise SlowfastError(f"{path}: missing; run the stream stage for '{name}' (`dvc repro stream`)")
         summaries[name] = json.loads(path.read_text())
     return summaries
 
 
-def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -> Path:
+def _write_plot_data(layout: Layout, summaries: dict[str, dict], order: list[str]) -> Path:
     """Files that `dvc plots show` renders (declared under `plots:` in dvc.yaml)."""
-    plots = root / "results" / "plots"
+    plots = layout.plots
     shutil.rmtree(plots, ignore_errors=True)
     (plots / "continual").mkdir(parents=True)
     lines = ["method," + ",".join(COLUMNS)]
@@ -44,31 +44,30 @@ def _write_plot_data(root: Path, summaries: dict[str, dict], order: list[str]) -
     (plots / "headline.csv").write_text("\n".join(lines) + "\n")
     for name in order:
         seed = summaries[name]["seeds"][0]
-        shutil.copy(root / "results" / "methods" / name / f"seed{seed}" / "continual.csv", plots / "continual" / f"{name}.csv")
+        shutil.copy(layout.seed_results(name, seed) / "continual.csv", plots / "continual" / f"{name}.csv")
     return plots
 
 
 @task(name="compare-methods", cache_policy=NO_CACHE)
 def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    root_path = Path(root)
-    params = load_params(root_path / params_path)
-    summaries = _load_summaries(root_path, list(params.methods))
+    params = load_params(Path(root) / params_path)
+    layout = Layout(Path(root), params.stream.name)
+    summaries = _load_summaries(layout, list(params.methods))
     metric = params.compare.champion_metric
     order = rank_methods({n: s["mean"] for n, s in summaries.items()}, metric)
     table = markdown_table(summaries, order)
     seeds = summaries[order[0]]["seeds"]
 
-    results = root_path / "results"
     metrics = {
         n: {c: summaries[n]["mean"][c] for c in COLUMNS}
         | {f"{c}_std": summaries[n]["std"][c] for c in COLUMNS}
         | {"n_seeds": len(summaries[n]["seeds"])}
         for n in order
     }
-    save_json(metrics, results / "compare.json", sort_keys=False)
+    save_json(metrics, layout.compare_json, sort_keys=False)
     note = f"Methods on `{params.stream.name}`, best {metric} first; mean ± std over seeds {seeds}.\n\n"
-    (results / "compare.md").write_text(note + table)
-    plots = _write_plot_data(root_path, summaries, order)
+    layout.compare_md.write_text(note + table)
+    plots = _write_plot_data(layout, summaries, order)
 
     name = tracking.registered_model_name(params.stream.name)
     c = tracking.client()
@@ -92,13 +91,13 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
         accuracy_heatmap(summaries[method]["matrix_mean"], f"{method} (mean over seeds)",
                          figures / f"heatmap_{method}.png")
     curves = {
-        m: read_continual_csv(results / "methods" / m / f"seed{summaries[m]['seeds'][0]}" / "continual.csv") for m in order
+        m: read_continual_csv(layout.seed_results(m, summaries[m]["seeds"][0]) / "continual.csv") for m in order
     }
     continual_curves(curves, figures / "continual_accuracy.png")
     headline_bars({m: summaries[m] for m in order}, HEADLINE, figures / "headline_metrics.png")
     tracking.log_text(run_id, table, "comparison.md")
     tracking.log_artifact(run_id, plots / "headline.csv")
-    tracking.log_artifact(run_id, results / "compare.json")
+    tracking.log_artifact(run_id, layout.compare_json)
     for figure in sorted(figures.iterdir()):
         tracking.log_artifact(run_id, figure, "figures")
     tracking.end_run(run_id)

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 from components.config import load_params
 from components.data.sources import build_stream
 from components.data.stream_io import remove_other_streams, write_stream
-from components.workspace import REPO_ROOT
+from components.layout import REPO_ROOT
 
 
 @task(name="prepare-stream", cache_policy=NO_CACHE)

@@ -34,7 +34,8 @@ from components.progress import file_digest
 from components.protocol import absorb_window
 from components.pretraining import train_slow_model
 from components.runtime import configure_torch, window_seed
-from components.workspace import REPO_ROOT, open_workspace
+from components.layout import REPO_ROOT
+from components.workspace import open_workspace
 
 
 def _log() -> logging.Logger | logging.LoggerAdapter:

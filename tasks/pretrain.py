@@ -11,7 +11,8 @@ from components.checkpoint import save_json, save_state
 from components.evaluation import evaluate_windows
 from components.pretraining import pretrain_slow_model
 from adapters import mlflow_store as tracking
-from components.workspace import REPO_ROOT, open_workspace
+from components.layout import REPO_ROOT
+from components.workspace import open_workspace
 
 
 @task(name="pretrain-slow-model", cache_policy=NO_CACHE)

@@ -1,0 +1,73 @@
+"""Every path the pipeline reads or writes under a project root, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout this code runs from: the default project root
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every path the pipeline reads or writes under a project root."""
+
+    root: Path
+    stream_name: str
+
+    @property
+    def stream_dir(self) -> Path:
+        return self.root / "data" / "streams" / self.stream_name
+
+    @property
+    def slow_dir(self) -> Path:
+        return self.root / "models" / "slow"
+
+    @property
+    def slow_model(self) -> Path:
+        return self.slow_dir / "model.pt"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def methods_results(self) -> Path:
+        return self.results / "methods"
+
+    def method_results(self, entry: str) -> Path:
+        return self.methods_results / entry
+
+    def seed_results(self, entry: str, seed: int) -> Path:
+        return self.method_results(entry) / f"seed{seed}"
+
+    @property
+    def state_root(self) -> Path:
+        """Per-window checkpoints of running methods (not a DVC output; survives a crash)."""
+        return self.root / ".slowfast" / "state" / self.stream_name
+
+    def seed_state(self, entry: str, seed: int) -> Path:
+        return self.state_root / entry / f"seed{seed}"
+
+    def window_state(self, entry: str, seed: int, window: int) -> Path:
+        return self.seed_state(entry, seed) / f"window-{window:04d}.pt"
+
+    def flow_marker(self, entry: str) -> Path:
+        return self.state_root / entry / "flow.json"
+
+    @property
+    def ops_dir(self) -> Path:
+        """The live loop's durable state (flows/ops.py)."""
+        return self.root / ".slowfast" / "ops" / self.stream_name
+
+    @property
+    def compare_json(self) -> Path:
+        return self.results / "compare.json"
+
+    @property
+    def compare_md(self) -> Path:
+        return self.results / "compare.md"
+
+    @property
+    def plots(self) -> Path:
+        return self.results / "plots"
