@@ -291,5 +291,17 @@ def log_and_register_model(
     return version
 
 
+def find_model_version(name: str, tags: Mapping[str, str]) -> str | None:
+    """The newest version of registered model `name` carrying all of `tags`, or None."""
+    try:
+        versions = client().search_model_versions(f"name = '{name}'")
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    matching = [v for v in versions if all(v.tags.get(k) == value for k, value in tags.items())]
+    return str(max(matching, key=lambda v: int(v.version)).version) if matching else None
+
+
 def registered_model_name(stream_name: str) -> str:
     return f"slowfast-{stream_name}"

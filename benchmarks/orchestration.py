@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -80,12 +81,15 @@ _IMPORT_STACK = ("import torch, polars, prefect, mlflow; from mlflow import Mlfl
 def run_flows(root: Path, env: dict, python: str, rows: dict) -> tuple[dict, dict]:
     """Both flows once; their wall and training seconds and MLflow costs into `rows`."""
     wall, _ = timed_run([python, "-m", "flows.pretrain"], root, env)
+    runs = root / ".slowfast" / "runs" / "bench"  # run facts (timings, ids) live beside the results
     info = json.loads((root / "models" / "slow" / "info.json").read_text())
     rows["flows_pretrain_wall"].append(wall)
-    rows["flows_pretrain_train"].append(info["seconds"])
+    rows["flows_pretrain_train"].append(json.loads((runs / "pretrain.json").read_text())["seconds"])
+    shutil.rmtree(root / "results" / "methods" / "finetune", ignore_errors=True)  # else kept: nothing to time
     wall, _ = timed_run([python, "-m", "flows.stream", "--method", "finetune"], root, env)
-    summary = json.loads((root / "results" / "methods" / "finetune" / "metrics.json").read_text())
+    summary = json.loads((runs / "finetune.json").read_text())
     record = json.loads((root / "results" / "methods" / "finetune" / "seed0" / "metrics.json").read_text())
+    record |= json.loads((runs / "finetune" / "seed0.json").read_text())
     rows["flows_stream_wall"].append(wall)
     rows["flows_stream_train"].append(record["seconds_per_window"] * len(record["matrix"][1:]))
     rows["flows_mlflow_calls"].append(summary["mlflow_calls"])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from components.errors import CheckpointError
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -28,7 +31,23 @@ def save_state(state: dict[str, Any], path: Path | str) -> None:
 
 
 def load_state(path: Path | str) -> dict[str, Any]:
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    """The tensors and plain values saved at `path`; a missing, empty, truncated or foreign
+    file is one line naming it (a checkpoint is never unpickled as arbitrary objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found{_HINTS.get(path.name, '')}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
+        first = (str(error).strip().splitlines() or [""])[0].split(". ")[0][:120]
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({path.stat().st_size} bytes; {type(error).__name__}: {first})"
+            f"{_HINTS.get(path.name, '')}"
+        ) from None
+
+
+# What to do about a broken file, by name.
+_HINTS = {"model.pt": "; rebuild it with `dvc repro --force pretrain` (or `dvc checkout models/slow`)"}
 
 
 def save_json(payload: Any, path: Path | str, sort_keys: bool = True) -> None:

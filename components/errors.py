@@ -11,3 +11,7 @@ class ParamsError(SlowfastError):
 
 class StreamError(SlowfastError):
     """A stream on disk does not meet the data contract."""
+
+
+class CheckpointError(SlowfastError):
+    """A saved model or state is missing, truncated or not a checkpoint."""

@@ -56,6 +56,23 @@ class Layout:
         return self.state_root / entry / "flow.json"
 
     @property
+    def run_records(self) -> Path:
+        """What a run did that its inputs do not determine (tracking run ids, registry
+        versions, timings): beside the results, never inside a DVC output, so that DVC's
+        hashes and git see only what the inputs determine."""
+        return self.root / ".slowfast" / "runs" / self.stream_name
+
+    @property
+    def pretrain_record(self) -> Path:
+        return self.run_records / "pretrain.json"
+
+    def method_record(self, entry: str) -> Path:
+        return self.run_records / f"{entry}.json"
+
+    def seed_record(self, entry: str, seed: int) -> Path:
+        return self.run_records / entry / f"seed{seed}.json"
+
+    @property
     def ops_dir(self) -> Path:
         """The live loop's durable state (flows/ops.py)."""
         return self.root / ".slowfast" / "ops" / self.stream_name

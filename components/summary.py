@@ -21,6 +21,16 @@ from components.progress import WindowRecord
 # Summarised once per seed at step = last window; per window they stay on the window's
 # child run, so the seed's run never holds two values of one metric at one step.
 RUN_TOTALS = ("fast_state_bytes", "peak_memory_mb", "samples_per_second")
+# Facts about one run that its inputs do not determine: kept out of the DVC-hashed results
+# (components/layout.py run_records) and in MLflow.
+TIMINGS = ("seconds_per_window", "samples_per_second", "peak_memory_mb")
+RUN_FACTS = ("mlflow_run_id", "model_version", *TIMINGS)
+
+
+def split_facts(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what the inputs determine, what this run happened to do) of a seed's record."""
+    facts = {k: v for k, v in record.items() if k in RUN_FACTS}
+    return {k: v for k, v in record.items() if k not in RUN_FACTS}, facts
 
 
 @dataclass
@@ -87,10 +97,15 @@ def seed_result(baseline: Sequence[float], windows: Sequence[WindowRecord], gap_
     return SeedResult(matrix, points, metrics)
 
 
-def method_summary(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and std over seeds of every numeric metric, and the mean accuracy matrix."""
-    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed", "fingerprint")} for r in records])
-    return {"matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(), **stats}
+def method_summary(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mean and std over seeds of every metric the inputs determine, with the mean accuracy
+    matrix; this run's facts: tracking run ids, registry version, mean and std of timings)."""
+    pure = [split_facts(r)[0] for r in records]
+    stats = aggregate_seeds([{k: v for k, v in r.items() if k not in ("seed", "fingerprint")} for r in pure])
+    timings = aggregate_seeds([{k: r[k] for k in TIMINGS if k in r} for r in records])
+    facts = {"mlflow_run_ids": [r.get("mlflow_run_id") for r in records], "model_version": records[0].get("model_version"),
+             "timings": timings}
+    return {"matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(), **stats}, facts
 
 
 def seen_accuracy(accuracies: Sequence[float], windows: int) -> float:

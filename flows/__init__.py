@@ -14,5 +14,8 @@ for _key, _value in {
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DISABLE_MLFLOWDBFS": "true",
     "GIT_PYTHON_REFRESH": "quiet",
+    # A stage run without PREFECT_API_URL starts a temporary server; Prefect's 20 s limit
+    # is missed on a loaded machine (flows/_cli.py turns a miss into one line).
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
 }.items():
     os.environ.setdefault(_key, _value)

@@ -68,6 +68,15 @@ def run(
     except SlowfastError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except RuntimeError as error:
+        if not str(error).startswith("Timed out while attempting to connect to ephemeral Prefect API server"):
+            traceback.print_exc()
+            sys.exit(1)
+        seconds = os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+        print(f"error: Prefect's temporary server did not answer within {seconds} s (a busy machine?); start one "
+              "with `prefect server start` and set PREFECT_API_URL (./run.sh does), or raise "
+              "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", file=sys.stderr)
+        sys.exit(2)
     except Exception:
         traceback.print_exc()
         sys.exit(1)

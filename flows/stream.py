@@ -15,9 +15,8 @@ from pathlib import Path
 from prefect import flow
 
 from adapters import mlflow_store as tracking
-from components.config import load_params
 from components.methods import entry_config
-from components.workspace import Unit
+from components.workspace import Unit, open_workspace
 from flows._cli import REPO_ROOT
 from tasks.stream import (
     absorb, begin_method_flow, close_method_run, end_method_flow, kept_method, open_method_run, remove_stale_results,
@@ -30,7 +29,7 @@ def run_method(entry: str, params_path: str, root: str) -> dict:
     kept = kept_method(entry, params_path, root)
     if kept is not None:
         return kept
-    seeds = load_params(Path(root) / params_path).seeds
+    seeds = open_workspace(params_path, root).params.seeds
     calls_before = dict(tracking.CALLS)
     flow_id = begin_method_flow(entry, params_path, root)
     records = []
@@ -58,14 +57,14 @@ def run_method(entry: str, params_path: str, root: str) -> dict:
 @flow(name="slow-fast-stream")
 def stream_flow(method: str, params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """One entry under `methods:` over the stream, every seed."""
-    entry_config(load_params(Path(root) / params_path).methods, method)  # one line if there is no such entry
+    entry_config(open_workspace(params_path, root).params.methods, method)  # one line if there is no such entry
     return run_method(method, params_path, root)
 
 
 @flow(name="slow-fast-methods")
 def methods_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict[str, dict]:
     """Every entry under `methods:`; results of entries no longer there are removed."""
-    entries = list(load_params(Path(root) / params_path).methods)
+    entries = list(open_workspace(params_path, root).params.methods)
     remove_stale_results(entries, params_path, root)
     return {entry: run_method(entry, params_path, root) for entry in entries}
 

@@ -48,6 +48,27 @@ def _write_plot_data(layout: Layout, summaries: dict[str, dict], order: list[str
     return plots
 
 
+def _model_version(layout: Layout, name: str, summary: dict) -> str:
+    """The registry version of a method's first seed: from this checkout's run record, or
+    (a fresh clone whose results came from DVC) the version tagged with that seed's
+    fingerprint in the store."""
+    method = summary["method"]
+    try:
+        version = json.loads(layout.method_record(method).read_text()).get("model_version")
+    except (OSError, ValueError):
+        version = None
+    if version:
+        return str(version)
+    fingerprint = summary["fingerprints"][str(summary["seeds"][0])]
+    found = tracking.find_model_version(name, {"fingerprint": fingerprint})
+    if found is None:
+        raise SlowfastError(
+            f"MLflow store {tracking.tracking_uri()}: no version of '{name}' holds {method}'s model for these inputs; "
+            f"remove results/methods/{method} and run `dvc repro` to train and register it"
+        )
+    return found
+
+
 @task(name="compare-methods", cache_policy=NO_CACHE)
 def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     params = load_params(Path(root) / params_path)
@@ -73,7 +94,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     c = tracking.client()
     try:
         for alias, method in zip(("champion", "challenger"), order):
-            c.set_registered_model_alias(name, alias, summaries[method]["model_version"])
+            c.set_registered_model_alias(name, alias, _model_version(layout, name, summaries[method]))
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "

@@ -36,15 +36,15 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
     )
     out = ctx.layout.slow_dir
     save_state(model.state_dict(), out / "model.pt")
-    info = {
-        "stream": manifest.name, "stream_hash": manifest.content_hash, "mlflow_run_id": run_id,
-        "pretrain_accuracy": accuracies[0], "seconds": seconds,
-    }
+    # models/slow (a DVC output) holds what the inputs determine; the run's facts go beside it.
+    info = {"stream": manifest.name, "stream_hash": manifest.content_hash, "pretrain_accuracy": accuracies[0]}
+    save_json(info, out / "info.json")
     version = tracking.log_and_register_model(
         run_id, model, ctx.stream.window(0).x_test[:4].cpu().numpy(),
         tracking.registered_model_name(manifest.name), {"method": "pretrain", "stream_hash": manifest.content_hash},
     )
-    info["model_version"] = version
-    save_json(info, out / "info.json")
+    facts = {"mlflow_run_id": run_id, "model_version": version, "seconds": seconds}
+    save_json(facts, ctx.layout.pretrain_record)
+    info |= facts
     print(f"[pretrain] {seconds:.1f}s  accuracy on window 0 (classes {ctx.stream.window(0).classes}): {accuracies[0]:.3f}", flush=True)
     return info

@@ -26,7 +26,9 @@ from components.progress import (
 from components.protocol import absorb_window
 from components.evaluation import evaluate_windows
 from components.runtime import peak_memory_mb, window_seed
-from components.summary import RUN_TOTALS, SeedResult, method_summary, seed_result, window_curve, window_metrics
+from components.summary import (
+    RUN_TOTALS, SeedResult, method_summary, seed_result, split_facts, window_curve, window_metrics,
+)
 from components.workspace import Unit, Workspace, open_workspace
 
 SEED_FILES = ("metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv")
@@ -74,13 +76,18 @@ def kept_method(entry: str, params_path: str, root: str) -> dict | None:
         summary = json.loads((ws.layout.method_results(entry) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
+    try:  # absent in a fresh clone: the results stand, the tracking facts are unknown here
+        summary |= json.loads(ws.layout.method_record(entry).read_text())
+    except (OSError, ValueError):
+        summary |= {"mlflow_run_ids": [], "model_version": None, "timings": {"mean": {}, "std": {}}}
     current = {str(seed): _fingerprint(ws, Unit(entry, seed, params_path, root)) for seed in ws.params.seeds}
     if summary.get("fingerprints") != current:
         return None
     if not all((ws.layout.seed_results(entry, seed) / name).is_file() for seed in ws.params.seeds for name in SEED_FILES):
         return None
+    runs = ", ".join(r[:8] for r in summary["mlflow_run_ids"] if r) or "not recorded in this checkout"
     print(f"[{entry}] unchanged since its results were written: kept ({len(current)} seed(s), ACC "
-          f"{summary['mean']['acc']:.3f}; MLflow runs {', '.join(r[:8] for r in summary['mlflow_run_ids'])})", flush=True)
+          f"{summary['mean']['acc']:.3f}; MLflow runs {runs})", flush=True)
     return summary
 
 
@@ -88,11 +95,14 @@ def kept_method(entry: str, params_path: str, root: str) -> dict | None:
 def remove_stale_results(entries: list[str], params_path: str, root: str) -> list[str]:
     """results/methods/ holds exactly the entries under `methods:` (a persisted DVC output,
     so DVC does not clear it): folders of removed entries go."""
-    methods_dir = open_workspace(params_path, root).layout.methods_results
+    layout = open_workspace(params_path, root).layout
+    methods_dir = layout.methods_results
     stale = sorted(p.name for p in methods_dir.iterdir() if p.is_dir() and p.name not in entries) \
         if methods_dir.is_dir() else []
     for name in stale:
         shutil.rmtree(methods_dir / name)
+        shutil.rmtree(layout.run_records / name, ignore_errors=True)
+        layout.method_record(name).unlink(missing_ok=True)
         print(f"[stream] results/methods/{name}: no longer under methods: in {params_path}, removed", flush=True)
     return stale
 
@@ -141,10 +151,12 @@ def open_method_run(unit: Unit, flow_id: str = "") -> OpenedRun:
         print(f"[{entry} seed {seed}] resuming at window {progress.next_window} "
               f"(run {previous.run_id[:8]} was interrupted; marked FAILED)", flush=True)
     else:
-        shutil.rmtree(directory, ignore_errors=True)  # checkpoints of other work
-        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
-        tracking.log_stream_input(run_id, manifest, ws.stream.root, "stream")
+        # The slow model is read (and a broken one refused) before a tracking run exists;
+        # checkpoints of other work are removed only once the new run has started.
         baseline = evaluate_windows(load_method(ws, entry, seed=seed).predictor(), ws.stream)
+        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
+        shutil.rmtree(directory, ignore_errors=True)
+        tracking.log_stream_input(run_id, manifest, ws.stream.root, "stream")
         tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
         progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
@@ -228,18 +240,25 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
         example = ws.stream.window(0).x_test[:4].cpu().numpy()
         record["model_version"] = tracking.log_and_register_model(
             opened.run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
-            {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash},
+            {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash, "fingerprint": record["fingerprint"]},
         )  # ends the parent run as FINISHED
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
     else:
         tracking.end_run(opened.run_id)
-    save_json(record, out / "metrics.json")
+    _save_seed_record(ws, unit, record)
     directory = layout.seed_state(entry, seed)
     progress = load_progress(directory)
     if progress is not None and progress.run_id == opened.run_id:
         progress.complete, progress.record = True, record
         save_progress(directory, progress)
     return record
+
+
+def _save_seed_record(ws: Workspace, unit: Unit, record: dict) -> None:
+    """The record's input-determined part into results/ (DVC), the run's facts beside it."""
+    pure, facts = split_facts(record)
+    save_json(pure, ws.layout.seed_results(unit.entry, unit.seed) / "metrics.json")
+    save_json(facts, ws.layout.seed_record(unit.entry, unit.seed))
 
 
 def _write_seed_files(ws: Workspace, unit: Unit, result: SeedResult) -> Path:
@@ -263,7 +282,7 @@ def _restore_finished_seed(ws: Workspace, unit: Unit, progress: Progress) -> dic
         state = load_state(ws.layout.window_state(unit.entry, unit.seed, len(progress.windows)))
         final = load_method(ws, unit.entry, seed=unit.seed, state=state)
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
-    save_json(record, out / "metrics.json")
+    _save_seed_record(ws, unit, record)
     print(f"[{unit.entry} seed {unit.seed}] finished by the interrupted run {progress.run_id[:8]}: kept", flush=True)
     return record
 
@@ -273,17 +292,20 @@ def summarize_seeds(entry: str, records: list[dict], params_path: str, root: str
     """Mean and std over seeds: the method's line in the comparison. MLflow call counts are
     this method's (since `calls_before`, a snapshot of the adapter's call counters)."""
     before = calls_before or {}
+    stats, facts = method_summary(records)
     summary = {
         "method": entry,
         "seeds": [r["seed"] for r in records],
-        "mlflow_run_ids": [r["mlflow_run_id"] for r in records],
-        "model_version": records[0]["model_version"],
         "stream_hash": records[0]["stream_hash"],
         "fingerprints": {str(r["seed"]): r["fingerprint"] for r in records},
+        **stats,
+    }
+    facts |= {
         "mlflow_calls": tracking.CALLS["count"] - before.get("count", 0),
         "mlflow_seconds": tracking.CALLS["seconds"] - before.get("seconds", 0.0),
         "mlflow_model_seconds": tracking.CALLS["model_seconds"] - before.get("model_seconds", 0.0),
-        **method_summary(records),
     }
-    save_json(summary, open_workspace(params_path, root).layout.method_results(entry) / "metrics.json")
-    return summary
+    layout = open_workspace(params_path, root).layout
+    save_json(summary, layout.method_results(entry) / "metrics.json")
+    save_json(facts, layout.method_record(entry))
+    return summary | facts

@@ -252,3 +252,55 @@ def test_mlflow_calls_do_not_grow_with_training_steps(prefect_api_url, tmp_path,
         points[epochs] = len(MlflowClient().get_metric_history(run.info.run_id, "cl_acc_w0"))
     assert points[4] > 3 * points[1]  # the curve did grow with the steps
     assert calls[4] == calls[1]
+
+
+def test_a_flow_reads_params_and_the_stream_once_however_many_windows(prefect_api_url, tmp_path, monkeypatch):
+    """One process parses params.yaml and reads the stream's partitions once, not per window
+    or per seed (components/workspace.py)."""
+    import components.data.loading as loading
+    import components.workspace as workspace
+    from flows.stream import methods_flow
+    from tests.conftest import make_root
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    params = tiny_params(seeds=[0, 1])
+    params["methods"] = {"finetune": params["methods"]["finetune"], "replay": params["methods"]["replay"]}
+    root = make_root(tmp_path / "root", params)
+    calls = {"parse": 0, "read": 0}
+    parse, read = workspace.load_params, loading.read_window
+
+    def counted_parse(*args, **kwargs):
+        calls["parse"] += 1
+        return parse(*args, **kwargs)
+
+    def counted_read(*args, **kwargs):
+        calls["read"] += 1
+        return read(*args, **kwargs)
+
+    monkeypatch.setattr(workspace, "_OPEN", {})  # what pretrain opened in this process is forgotten
+    monkeypatch.setattr(workspace, "load_params", counted_parse)
+    monkeypatch.setattr(loading, "read_window", counted_read)
+    methods_flow(root=str(root))  # 2 methods x 2 seeds x 3 windows
+    assert calls == {"parse": 1, "read": 8}  # 4 windows x (train, test), once
+
+
+def test_compare_finds_each_model_by_its_fingerprint_without_this_checkouts_run_records(pipeline):
+    """A fresh clone gets results/ from DVC but not .slowfast/: the comparison still names
+    the champion, finding each method's registered model by the fingerprint it is tagged with."""
+    import shutil
+
+    from flows.compare import compare_flow
+
+    client = _client(pipeline)
+    before = client.get_model_version_by_alias("slowfast-tiny-classinc", "champion").version
+    records = pipeline["root"] / ".slowfast" / "runs"
+    moved = pipeline["root"] / "runs-elsewhere"
+    shutil.move(records, moved)
+    try:
+        compare_flow(root=str(pipeline["root"]))
+    finally:
+        shutil.move(moved, records)
+    assert client.get_model_version_by_alias("slowfast-tiny-classinc", "champion").version == before
+    results = pipeline["root"] / "results"
+    assert "seconds_per_window" not in (results / "compare.json").read_text()  # what DVC hashes: no timings
+    assert "seconds" not in (results / "methods" / "finetune" / "seed0" / "metrics.json").read_text()

@@ -286,3 +286,32 @@ def test_a_store_that_comes_back_is_retried_until_it_answers(tmp_path, monkeypat
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_truncated_slow_model_is_one_line_and_leaves_no_run_running(prefect_api_url, tmp_path, monkeypatch):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    params = tiny_params()
+    params["methods"] = {"finetune": params["methods"]["finetune"]}
+    root = make_root(tmp_path / "root", params)
+    model = root / "models" / "slow" / "model.pt"
+    model.write_bytes(model.read_bytes()[:300])
+    result = subprocess.run(flow_command("flows.stream", root), cwd=REPO, env=flow_env(prefect_api_url, store),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "models/slow/model.pt: not a readable checkpoint" in lines[0], result.stderr[-2000:]
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.run_name for r in runs if r.info.status == "RUNNING"] == []
+
+
+def test_a_temporary_prefect_server_that_does_not_start_is_one_line(tmp_path):
+    write_params(tmp_path, tiny_params())
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env |= {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "1", "PREFECT_HOME": str(tmp_path / "prefect")}
+    result = subprocess.run(flow_command("flows.prepare", tmp_path), cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Prefect's temporary server did not answer within 1 s" in lines[0], result.stderr[-3000:]

@@ -71,8 +71,10 @@ def load_method(
     if generator is None:
         generator = configure_torch(p.threads, seed)
     slow = build_model(p.model, stream.manifest.num_features, stream.num_classes)
-    if not untrained_slow:
-        slow.load_state_dict(slow_state if slow_state is not None else load_state(workspace.layout.slow_model))
+    if slow_state is None and state is None and not untrained_slow:
+        slow_state = load_state(workspace.layout.slow_model)
+    if slow_state is not None:  # (`state` carries the slow weights it grew: no need to read them twice)
+        slow.load_state_dict(slow_state)
     raw = config if config is not None else entry_config(p.methods, entry)
     method = build_method(entry, raw, slow, MethodContext(stream, workspace.device, generator, on_step, before_step))
     if state is not None:

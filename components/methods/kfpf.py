@@ -25,7 +25,7 @@ class KfpfConfig(MethodConfig):
     buffer_size: int = Field(500, ge=1, description="rows the reservoir buffer holds")
     fpf_steps: int = Field(100, ge=0, description="k: optimizer steps on buffer batches after each window",
                            json_schema_extra={"tiny": 5})
-    fpf_lr: float = Field(1e-3, gt=0, description="learning rate of those steps")
+    fpf_lr: float = Field(1e-2, gt=0, description="learning rate of those steps (the modules are small: a larger step than the window's)")
 
 
 class Kfpf(Method):
