@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -184,6 +185,27 @@ def test_bad_params_end_with_one_line_and_keep_outputs(project):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [lines[0]] and lines[0].startswith("error: ") and "pretrain.lr" in lines[0]
     assert (root / "models" / "slow" / "model.pt").read_bytes() == model
+
+
+def test_a_second_checkout_with_the_dvc_cache_has_nothing_to_rerun_and_a_forced_rerun_changes_no_file(project, tmp_path):
+    """What DVC hashes holds only what the inputs determine: a collaborator's clone plus the
+    DVC cache is up to date, and rerunning every stage leaves git's view unchanged."""
+    root, run = project["root"], project["run"]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    assert run(*git, "add", "-A").returncode == 0
+    assert run(*git, "commit", "-qm", "pipeline").returncode == 0
+    clone = tmp_path / "clone"
+    assert subprocess.run(["git", "clone", "-q", str(root), str(clone)], capture_output=True).returncode == 0
+    shutil.copytree(root / ".dvc" / "cache", clone / ".dvc" / "cache")
+    env = project["env"]
+    assert subprocess.run(["dvc", "checkout", "-q"], cwd=clone, env=env, capture_output=True).returncode == 0
+    status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True)
+    assert "Data and pipelines are up to date" in status.stdout, status.stdout + status.stderr
+
+    forced = run("dvc", "repro", "--force")
+    assert forced.returncode == 0, forced.stderr[-2000:]
+    changed = run("git", "status", "--porcelain").stdout.split("\n")
+    assert [line for line in changed if line.strip()] == [], changed
 
 
 def _users_table(path: Path, rows: int = 600, bad_row: int | None = None) -> None:
