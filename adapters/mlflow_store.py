@@ -49,6 +49,22 @@ RETRY = {"attempts": 6, "backoff_seconds": 1.0, "max_backoff_seconds": 30.0}
 _TRANSIENT_CODES = {"TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"}
 _TRANSIENT_TEXT = ("database is locked", "failed with exception", "connection refused", "max retries exceeded",
                    "temporarily unavailable", "timed out")
+# A store that refuses every write (a read-only or immutable file, a full disk, no
+# permission): no retry helps, and the user needs the reason, not SQLAlchemy's traceback.
+_REFUSED_TEXT = ("readonly database", "read-only file system", "permission denied", "database or disk is full",
+                 "disk i/o error", "unable to open database file")
+
+
+class StoreRefusesWrites(SlowfastError):
+    """The tracking store answers but refuses to write."""
+
+
+def refusal(error: BaseException) -> str | None:
+    """The line of `error` that says why the store refuses writes, or None."""
+    for line in str(error).splitlines():
+        if any(t in line.lower() for t in _REFUSED_TEXT):
+            return line.strip()
+    return None
 
 
 def _now_ms() -> int:
@@ -75,6 +91,18 @@ def with_retries(call: Callable[[], T], what: str) -> T:
     """`call()`, retried on transient failures with exponential backoff; after the last
     attempt a TrackingUnavailable error that names the store and the call."""
 
+    def once() -> T:
+        try:
+            return call()
+        except Exception as error:
+            reason = refusal(error)
+            if reason is None:
+                raise
+            raise StoreRefusesWrites(
+                f"MLflow store {tracking_uri()}: {what} refused: {reason}; nothing was promoted, and the stage's "
+                "earlier checkpoints are kept: make the store writable and rerun"
+            ) from None
+
     def note(attempt: int, error: BaseException, delay: float) -> None:
         CALLS["retries"] += 1
         logging.getLogger("slowfast.tracking").warning(
@@ -82,7 +110,7 @@ def with_retries(call: Callable[[], T], what: str) -> T:
         )
 
     try:
-        return retry(call, attempts=int(RETRY["attempts"]), backoff_seconds=RETRY["backoff_seconds"],
+        return retry(once, attempts=int(RETRY["attempts"]), backoff_seconds=RETRY["backoff_seconds"],
                      max_backoff_seconds=RETRY["max_backoff_seconds"], transient=is_transient, on_retry=note)
     except RetriesExhausted as exhausted:
         raise TrackingUnavailable(
@@ -127,6 +155,9 @@ def artifact_root(uri: str) -> str | None:
 
 def client() -> MlflowClient:
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow logs every database error with its traceback before raising it; the failure is
+    # reported here, in one line (`with_retries`), so its own report is dropped.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
     return _TimedClient(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]

@@ -315,3 +315,31 @@ def test_a_temporary_prefect_server_that_does_not_start_is_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Prefect's temporary server did not answer within 1 s" in lines[0], result.stderr[-3000:]
+
+
+def test_a_store_that_refuses_writes_is_one_line_and_keeps_the_checkpoints(prefect_api_url, tmp_path, monkeypatch):
+    """`chattr +i mlflow.db`: the stage ends with one line saying why, without a traceback,
+    and the earlier run's checkpoints and progress record are still there."""
+    store_path = tmp_path / "mlflow.db"
+    store = f"sqlite:///{store_path}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    params = tiny_params()
+    params["methods"] = {"finetune": params["methods"]["finetune"]}
+    root = make_root(tmp_path / "root", params)
+    env = flow_env(prefect_api_url, store)
+    assert subprocess.run(flow_command("flows.stream", root), cwd=REPO, env=env, capture_output=True).returncode == 0
+    shutil.rmtree(root / "results" / "methods" / "finetune")  # ask for a retrain
+    state = root / ".slowfast" / "state" / STREAM / "finetune" / "seed0"
+    before = {p.name: p.read_bytes() for p in state.iterdir()}
+    if subprocess.run(["chattr", "+i", str(store_path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this file system")
+    try:
+        result = subprocess.run(flow_command("flows.stream", root), cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=300)
+    finally:
+        subprocess.run(["chattr", "-i", str(store_path)])
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr[-3000:]
+    assert "create_run refused: (sqlite3.OperationalError) attempt to write a readonly database" in lines[0]
+    assert {p.name: p.read_bytes() for p in state.iterdir()} == before
