@@ -29,6 +29,9 @@ import yaml
 from components.checkpoint import save_json
 
 CODE_ROOT = Path(__file__).resolve().parents[1]
+# The code that computes a unit's numbers; flows/ (wiring) and adapters/ (tracking) do not,
+# so editing them reruns the stage but keeps every unit's results.
+COMPUTING_CODE = ("components/", "tasks/")
 
 PROGRESS_FILE = "progress.json"
 
@@ -45,12 +48,14 @@ def file_digest(path: Path) -> str:
 @lru_cache(maxsize=None)
 def stage_code_digest(stage: str, exclude: frozenset[str] = frozenset(), code_root: Path = CODE_ROOT) -> str:
     """sha256 over the Python files a DVC stage lists as deps (dvc.yaml; tests/test_dvc_deps.py
-    checks that they cover the stage's import closure), less `exclude` (repository paths,
-    e.g. other methods' modules): what the code of a unit is, so a result is kept only when
-    the code that made it is unchanged too."""
+    checks that they cover the stage's import closure) under components/ and tasks/, less
+    `exclude` (repository paths, e.g. other methods' modules): the code that computes a
+    unit, so a result is kept only when that code is unchanged too."""
     stages = yaml.safe_load((code_root / "dvc.yaml").read_text())["stages"]
     digest = hashlib.sha256()
     for dep in sorted(stages[stage].get("deps", [])):
+        if not dep.startswith(COMPUTING_CODE):
+            continue
         path = code_root / dep
         files = sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.suffix == ".py" else []
         for file in files:

@@ -100,3 +100,29 @@ def test_no_params_value_reaches_a_stage_command_or_path():
     text = (REPO / "dvc.yaml").read_text()
     assert "${" not in text, "dvc.yaml interpolates params: a value could become shell syntax or a path"
     assert "foreach" not in text
+
+
+def test_a_units_code_digest_covers_computing_code_only(tmp_path):
+    """Editing wiring (flows/) or tracking (adapters/) reruns the stage but keeps every
+    unit; editing components/ or tasks/ retrains; another method's module is left out."""
+    from components.progress import stage_code_digest
+
+    for name in ("flows/stream.py", "adapters/mlflow_store.py", "components/summary.py", "tasks/stream.py",
+                 "components/methods/lora.py", "components/methods/replay.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"stream": {"deps": [
+        "flows/stream.py", "adapters/mlflow_store.py", "components/summary.py", "tasks/stream.py", "components/methods"]}}}))
+
+    def digest() -> str:
+        stage_code_digest.cache_clear()
+        return stage_code_digest("stream", frozenset({"components/methods/replay.py"}), tmp_path)
+
+    base = digest()
+    for name in ("flows/stream.py", "adapters/mlflow_store.py", "components/methods/replay.py"):
+        (tmp_path / name).write_text("x = 2\n")
+        assert digest() == base, name
+    for name in ("components/summary.py", "tasks/stream.py", "components/methods/lora.py"):
+        (tmp_path / name).write_text("x = 3\n")
+        assert digest() != base, name
+        base = digest()
