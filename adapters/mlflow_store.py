@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -153,12 +154,53 @@ def artifact_root(uri: str) -> str | None:
     return (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").resolve().as_uri()
 
 
+# Where a sqlite store keeps artifact URIs (MLflow 3.17's schema): each is rewritten when the
+# store has moved (`relocate_artifacts`).
+_ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"))
+_RELOCATED: set[str] = set()
+
+
+def relocate_artifacts(uri: str) -> list[str]:
+    """A local sqlite store's artifacts live in `mlartifacts/` beside its database file.
+    MLflow records them as absolute file URIs, so a repository that was copied or moved
+    would still write to (and load registered models from) the old folder. Once per process,
+    URIs under another `.../mlartifacts` are rewritten to this store's: returns the old
+    prefixes. Stores on a server are left alone (the server decides)."""
+    if not uri.startswith("sqlite:///") or uri in _RELOCATED:
+        return []
+    _RELOCATED.add(uri)
+    db = Path(uri.removeprefix("sqlite:///"))
+    here = artifact_root(uri)
+    if not db.is_file() or here is None:
+        return []
+    with contextlib.closing(sqlite3.connect(db, timeout=30)) as con:
+        tables = {name for (name,) in con.execute("select name from sqlite_master where type = 'table'")}
+        if "experiments" not in tables:
+            return []
+        old = sorted({loc.rstrip("/") for (loc,) in con.execute("select artifact_location from experiments")
+                      if loc and loc.startswith("file://") and loc.rstrip("/").endswith("/mlartifacts")
+                      and loc.rstrip("/") != here})
+        with con:
+            for prefix in old:
+                for table, column in _ARTIFACT_COLUMNS:
+                    if table in tables:
+                        con.execute(f"update {table} set {column} = ? || substr({column}, ?) "
+                                    f"where {column} = ? or substr({column}, 1, ?) = ?",
+                                    (here, len(prefix) + 1, prefix, len(prefix) + 1, prefix + "/"))
+    if old:
+        logging.getLogger("slowfast.tracking").warning(
+            "MLflow store %s was moved: artifact locations %s now point at %s", db, ", ".join(old), here)
+    return old
+
+
 def client() -> MlflowClient:
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # MLflow logs every database error with its traceback before raising it; the failure is
     # reported here, in one line (`with_retries`), so its own report is dropped.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     uri = tracking_uri()
+    relocate_artifacts(uri)
     mlflow.set_tracking_uri(uri)
     return _TimedClient(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]
 
