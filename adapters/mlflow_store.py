@@ -27,8 +27,10 @@ from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from components.config import TrackingParams
 from components.data.stream_io import Manifest
 from components.errors import SlowfastError
+from components.layout import REPO_ROOT
 from components.retry import RetriesExhausted, retry
 
 T = TypeVar("T")
@@ -37,7 +39,6 @@ T = TypeVar("T")
 class TrackingUnavailable(SlowfastError):
     """The tracking store stayed unreachable through every retry."""
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
 SERIALIZATION_FORMAT = "pt2"  # registered models: torch.export archives, loadable without pickle
 # MLflow calls made by this process, their time (of which logging + registering models), retries
@@ -72,8 +73,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def configure_retries(attempts: int, backoff_seconds: float, max_backoff_seconds: float = 30.0) -> None:
-    RETRY.update(attempts=attempts, backoff_seconds=backoff_seconds, max_backoff_seconds=max_backoff_seconds)
+def configure_retries(tracking: TrackingParams, max_backoff_seconds: float = 30.0) -> None:
+    """The retry policy of params.yaml's `tracking:` block."""
+    RETRY.update(attempts=tracking.retry_attempts, backoff_seconds=tracking.retry_backoff_seconds,
+                 max_backoff_seconds=max_backoff_seconds)
 
 
 def is_transient(error: BaseException) -> bool:

@@ -27,8 +27,12 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PLAIN_NAME_RULE = "a plain name (letters, digits, '.', '_', '-'; starting with a letter or digit; at most 64)"
 
 
+def is_plain_name(name: object) -> bool:
+    return isinstance(name, str) and bool(_PLAIN_NAME.fullmatch(name)) and ".." not in name
+
+
 def check_plain_name(name: object) -> str:
-    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name) or ".." in name:
+    if not is_plain_name(name):
         raise ValueError(f"must be {PLAIN_NAME_RULE}")
     return name
 
@@ -236,7 +240,7 @@ class Params(Strict):
         """Entry names become result folders and run names: plain names only."""
         if isinstance(methods, dict):
             for entry in methods:
-                if not isinstance(entry, str) or not _PLAIN_NAME.fullmatch(entry) or ".." in entry:
+                if not is_plain_name(entry):
                     raise ValueError(f"entry name {entry!r} must be {PLAIN_NAME_RULE}")
         return methods
 

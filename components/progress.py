@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 
 from components.checkpoint import save_json
+from components.layout import REPO_ROOT
 
-CODE_ROOT = Path(__file__).resolve().parents[1]
 # The code that computes a unit's numbers; flows/ (wiring) and adapters/ (tracking) do not,
 # so editing them reruns the stage but keeps every unit's results.
 COMPUTING_CODE = ("components/", "tasks/")
@@ -42,11 +42,20 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes, read once per version of the file: a stream flow asks for
+    the slow model's digest for every seed of every method (checkpoints are replaced
+    atomically, so a new version has a new inode)."""
+    stat = Path(path).stat()
+    return _digest(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino)
+
+
+@lru_cache(maxsize=256)
+def _digest(path: str, mtime_ns: int, size: int, inode: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @lru_cache(maxsize=None)
-def stage_code_digest(stage: str, exclude: frozenset[str] = frozenset(), code_root: Path = CODE_ROOT) -> str:
+def stage_code_digest(stage: str, exclude: frozenset[str] = frozenset(), code_root: Path = REPO_ROOT) -> str:
     """sha256 over the Python files a DVC stage lists as deps (dvc.yaml; tests/test_dvc_deps.py
     checks that they cover the stage's import closure) under components/ and tasks/, less
     `exclude` (repository paths, e.g. other methods' modules): the code that computes a

@@ -106,9 +106,3 @@ def method_summary(records: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any]
     facts = {"mlflow_run_ids": [r.get("mlflow_run_id") for r in records], "model_version": records[0].get("model_version"),
              "timings": timings}
     return {"matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(), **stats}, facts
-
-
-def seen_accuracy(accuracies: Sequence[float], windows: int) -> float:
-    """Mean accuracy over windows 0..windows-1: what a model has been taught so far."""
-    seen = list(accuracies)[:windows]
-    return float(sum(seen) / len(seen))

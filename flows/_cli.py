@@ -21,7 +21,7 @@ from typing import Any
 from components.config import load_params
 from components.errors import SlowfastError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout: the default project root
+from components.layout import REPO_ROOT  # noqa: E402  (the flows' default project root)
 
 
 def quiet_libraries() -> None:

@@ -62,7 +62,7 @@ def open_live(params_path: str, root: str) -> Live:
     slow model (which becomes the first champion)."""
     ws = open_workspace(params_path, root)
     p = ws.params
-    tracking.configure_retries(p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
+    tracking.configure_retries(p.tracking)
     generator = configure_torch(p.threads, p.seed)
     entry_config(p.methods, p.ops.method)  # a one-line error if ops.method names no entry
     directory = ws.layout.ops_dir

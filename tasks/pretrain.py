@@ -19,7 +19,7 @@ from components.workspace import open_workspace
 def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     ctx = open_workspace(params_path, root)
     p, manifest = ctx.params, ctx.stream.manifest
-    tracking.configure_retries(p.tracking.retry_attempts, p.tracking.retry_backoff_seconds)
+    tracking.configure_retries(p.tracking)
     run_id = tracking.start_run(
         p.stream.name, "pretrain",
         tags={"phase": "pretrain", "stream": manifest.name, "stream_hash": manifest.content_hash, "seed": str(p.seed)},

@@ -39,6 +39,7 @@ class OpenedRun:
     """A seed's MLflow run, ready for its next window; or the record of a seed already done."""
 
     run_id: str = ""
+    fingerprint: str = ""  # of the unit's inputs, as computed when the run opened
     baseline: list[float] = field(default_factory=list)
     num_windows: int = 0
     windows: list[WindowRecord] = field(default_factory=list)  # finished by an interrupted run of the same work
@@ -51,7 +52,7 @@ class OpenedRun:
 
 def _open(unit: Unit) -> Workspace:
     ws = open_workspace(unit.params_path, unit.root)
-    tracking.configure_retries(ws.params.tracking.retry_attempts, ws.params.tracking.retry_backoff_seconds)
+    tracking.configure_retries(ws.params.tracking)
     return ws
 
 
@@ -160,7 +161,7 @@ def open_method_run(unit: Unit, flow_id: str = "") -> OpenedRun:
         tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
         progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
-    return OpenedRun(run_id, progress.baseline, ws.stream.num_windows, progress.windows)
+    return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
 
 
 @task(name="absorb-window", cache_policy=NO_CACHE)
@@ -234,7 +235,7 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
         tracking.log_artifact(opened.run_id, out / name)
 
     record = {"method": entry, "seed": seed, "mlflow_run_id": opened.run_id, "stream_hash": manifest.content_hash,
-              "fingerprint": _fingerprint(ws, unit), "matrix": result.matrix.tolist(), **result.metrics}
+              "fingerprint": opened.fingerprint, "matrix": result.matrix.tolist(), **result.metrics}
     if register:
         final = load_method(ws, entry, seed=seed, state=load_state(layout.window_state(entry, seed, len(windows))))
         example = ws.stream.window(0).x_test[:4].cpu().numpy()

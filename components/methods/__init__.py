@@ -21,6 +21,7 @@ from components.checkpoint import load_state
 from components.config import validate_model
 from components.data.loading import Stream
 from components.errors import ParamsError
+from components.layout import REPO_ROOT
 from components.methods.base import REGISTRY, Method, MethodConfig, MethodContext, WindowReport
 from components.models import SlowNet, build_model
 from components.runtime import configure_torch
@@ -92,8 +93,7 @@ def method_files(kind: str) -> tuple[str, frozenset[str]]:
     own = Path(sys.modules[REGISTRY[kind].__module__].__file__).resolve()
     files = {Path(sys.modules[f"{__name__}.{m.name}"].__file__).resolve() for m in pkgutil.iter_modules(__path__)
              if m.name not in SHARED_MODULES}
-    root = Path(__file__).resolve().parents[2]
-    return own.relative_to(root).as_posix(), frozenset(f.relative_to(root).as_posix() for f in files - {own})
+    return own.relative_to(REPO_ROOT).as_posix(), frozenset(f.relative_to(REPO_ROOT).as_posix() for f in files - {own})
 
 
 def validate_entries(methods: dict[str, Any], source: str = "params.yaml") -> dict[str, MethodConfig]:
