@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import json
 import logging
@@ -150,6 +151,11 @@ def tracking_uri(root: Path = REPO_ROOT) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def use_store(uri: str) -> None:
+    """Make `uri` this process's store (a worker handed the flow's choice)."""
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a local sqlite store go beside its database file; a server decides its own."""
     if not uri.startswith("sqlite:///"):
@@ -197,15 +203,22 @@ def relocate_artifacts(uri: str) -> list[str]:
     return old
 
 
+_CLIENTS: dict[str, MlflowClient] = {}
+
+
 def client() -> MlflowClient:
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    # MLflow logs every database error with its traceback before raising it; the failure is
-    # reported here, in one line (`with_retries`), so its own report is dropped.
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    """The client of the current store (one per store and process)."""
     uri = tracking_uri()
-    relocate_artifacts(uri)
+    found = _CLIENTS.get(uri)
+    if found is None:
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        # MLflow logs every database error with its traceback before raising it; the failure
+        # is reported here, in one line (`with_retries`), so its own report is dropped.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+        relocate_artifacts(uri)
+        found = _CLIENTS[uri] = _TimedClient(MlflowClient(tracking_uri=uri))  # type: ignore[assignment]
     mlflow.set_tracking_uri(uri)
-    return _TimedClient(MlflowClient(tracking_uri=uri))  # type: ignore[return-value]
+    return found
 
 
 def experiment_id(name: str) -> str:
@@ -217,7 +230,9 @@ def experiment_id(name: str) -> str:
     return c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
 
 
+@functools.lru_cache(maxsize=8)
 def git_commit(root: Path = REPO_ROOT) -> str:
+    """The checkout's commit, read once per process (each run is tagged with it)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10

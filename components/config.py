@@ -176,6 +176,27 @@ class TrackingParams(Strict):
     retry_backoff_seconds: float = Field(1.0, ge=0, description="first wait between tries; doubles, at most 30 s")
 
 
+class ParallelParams(Strict):
+    """Where the stream stage's units (one method entry x one seed) run: a Dask cluster.
+
+    None of this changes a number (tests/test_parallel.py), so it is not part of any unit's
+    fingerprint and DVC does not rerun the stage when it changes."""
+
+    workers: int = Field(2, ge=0, description="processes of the local Dask cluster; 0 = one after another in the flow's process")
+    threads_per_worker: int = Field(1, ge=1, description="units at a time per worker (each unit uses `threads` torch threads)")
+    scheduler: str = Field("", description="address of a running Dask scheduler (tcp://host:8786); empty = start a local cluster")
+    unit_resources: dict[str, float] = Field(
+        default_factory=dict, description="Dask resources each unit holds, e.g. {GPU: 1} for workers started with --resources GPU=1"
+    )
+
+    @field_validator("scheduler")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        if address and not address.startswith(("tcp://", "tls://")):
+            raise ValueError("must be empty (a local cluster) or a Dask scheduler address such as tcp://host:8786")
+        return address
+
+
 class DriftTrigger(Strict):
     """A river drift detector on the serving model's errors; a drift starts consolidation early."""
 
@@ -224,7 +245,7 @@ class Params(Strict):
     seed: int = 0
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one run of every method per seed")
     device: str = "auto"
-    threads: int = Field(2, ge=0)
+    threads: int = Field(1, ge=0, description="torch CPU threads per unit (fixed: part of every result's fingerprint)")
     stream: StreamParams = StreamParams()
     model: ModelParams = ModelParams()
     pretrain: TrainParams = TrainParams()
@@ -232,6 +253,7 @@ class Params(Strict):
     evaluation: EvaluationParams = EvaluationParams()
     compare: CompareParams = CompareParams()
     tracking: TrackingParams = TrackingParams()
+    parallel: ParallelParams = ParallelParams()
     ops: OpsParams = OpsParams()
 
     @field_validator("methods", mode="before")

@@ -18,13 +18,15 @@ from components.evaluation import EvalPoint
 from components.metrics import min_accuracy, stability_gap, summarize, worst_case_accuracy
 from components.progress import WindowRecord
 
-# Summarised once per seed at step = last window; per window they stay on the window's
-# child run, so the seed's run never holds two values of one metric at one step.
+# Summarised once per seed at step = last window; per window they are logged as
+# `window/<name>`, so the seed's run never holds two values of one metric at one step.
 RUN_TOTALS = ("fast_state_bytes", "peak_memory_mb", "samples_per_second")
 # Facts about one run that its inputs do not determine: kept out of the DVC-hashed results
 # (components/layout.py run_records) and in MLflow.
 TIMINGS = ("seconds_per_window", "samples_per_second", "peak_memory_mb")
-RUN_FACTS = ("mlflow_run_id", "model_version", *TIMINGS)
+# What one unit cost (tasks/stream.py run_unit): in the run records, for benchmarks and the report.
+UNIT_COSTS = ("unit_seconds", "work_seconds", "mlflow_calls", "mlflow_seconds", "mlflow_model_seconds", "mlflow_retries")
+RUN_FACTS = ("mlflow_run_id", "model_version", *TIMINGS, *UNIT_COSTS)
 
 
 def split_facts(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -74,6 +76,19 @@ def window_curve(record: WindowRecord) -> list[tuple[int, dict[str, float]]]:
     if record.window > 1 and curve:
         curve[0] = (curve[0][0], {f"cl_acc_w{record.window}": curve[0][1][f"cl_acc_w{record.window}"]})
     return curve
+
+
+def window_points(record: WindowRecord, earlier: Sequence[WindowRecord]) -> list[tuple[int, dict[str, float]]]:
+    """Everything window `record` adds to its seed's run, as (step, metrics) for one batched
+    call: its scalars at step = window, its continual points at their optimizer steps, and
+    its per-epoch losses continuing the stream's loss curves (step = epochs so far, counted
+    over `earlier` windows, so a resumed run logs the same steps)."""
+    scalars = {(f"window/{k}" if k in RUN_TOTALS else k): v for k, v in record.summary.items()}
+    points = [(record.window, scalars | {"window/train_rows": float(record.train_rows)}), *window_curve(record)]
+    for phase, values in sorted(record.losses.items()):
+        offset = sum(len(w.losses.get(phase, [])) for w in earlier)
+        points += [(offset + i, {f"loss_{phase}": v}) for i, v in enumerate(values)]
+    return points
 
 
 def seed_result(baseline: Sequence[float], windows: Sequence[WindowRecord], gap_tolerance: float) -> SeedResult:

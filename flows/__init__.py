@@ -13,7 +13,10 @@ for _key, _value in {
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "DISABLE_MLFLOWDBFS": "true",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # a run ended on a tracking server prints its link
     "GIT_PYTHON_REFRESH": "quiet",
+    # Dask's scheduler, nannies and workers log each start, preload and stop; errors stay.
+    "DASK_LOGGING__DISTRIBUTED": "error",
     # A stage run without PREFECT_API_URL starts a temporary server; Prefect's 20 s limit
     # is missed on a loaded machine (flows/_cli.py turns a miss into one line).
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

@@ -28,6 +28,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
     for name in ("mlflow", "alembic", "prefect.flow_runs", "prefect.task_runs", "peft", "git"):
         logging.getLogger(name).setLevel(logging.CRITICAL if name.startswith("prefect") else logging.WARNING)
+    # Dask's scheduler and nannies log every worker's start and stop; failures stay visible.
+    for name in ("distributed", "prefect.task_runner.dask"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     # Prefect's event queue, drained at exit, says "Still processing items: N remaining" when a
     # run ends right after its last events (a stage that fails at once); the items are still
     # sent. Its failures are logged by another logger and stay visible.

@@ -1,20 +1,26 @@
-"""Tasks for one method over the stream, per seed: open its MLflow run, absorb each window
-(one task per window, state handed over through atomic checkpoints), close with the
-summary; then aggregate the seeds. Each loads (components/workspace.py), calls
-components/, and records (adapters/mlflow_store.py); the numbers come from components/.
+"""Tasks for methods over the stream. The unit of work is one method entry x one seed
+(`run_unit`, one Prefect task, run on a Dask worker or in the flow's process): open its
+MLflow run, absorb each window (state handed over through atomic checkpoints, so a unit
+killed anywhere resumes at its first unfinished window, on any worker), close with the
+summary. The flow's process then aggregates the seeds. Each step loads
+(components/workspace.py), calls components/, and records (adapters/mlflow_store.py); the
+numbers come from components/.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distributed.worker import print as say  # on a Dask worker: also printed by the stage that submitted the unit
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from adapters import mlflow_store as tracking
+from components.errors import SlowfastError
 from components.checkpoint import load_state, save_json, save_state
 from components.evaluation import ContinualEvaluator
 from components.methods import entry_config, load_method, method_files, method_type, parse_method_config
@@ -27,9 +33,13 @@ from components.protocol import absorb_window
 from components.evaluation import evaluate_windows
 from components.runtime import peak_memory_mb, window_seed
 from components.summary import (
-    RUN_TOTALS, SeedResult, method_summary, seed_result, split_facts, window_curve, window_metrics,
+    UNIT_COSTS, SeedResult, method_summary, seed_result, split_facts, window_metrics, window_points,
 )
 from components.workspace import Unit, Workspace, open_workspace
+
+class UnitFailed(SlowfastError):
+    """A unit stopped on a user error; the message names the entry and seed."""
+
 
 SEED_FILES = ("metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv")
 
@@ -118,8 +128,52 @@ def end_method_flow(entry: str, flow_id: str, params_path: str, root: str) -> No
     end_flow(open_workspace(params_path, root).layout.flow_marker(entry), flow_id)
 
 
-@task(name="open-method-run", cache_policy=NO_CACHE)
-def open_method_run(unit: Unit, flow_id: str = "") -> OpenedRun:
+@task(name="run-unit", cache_policy=NO_CACHE)
+def run_unit(unit: Unit, flow_id: str, register: bool, tracking_uri: str = "") -> dict:
+    """One method entry x one seed over the whole stream: its seed record (with what the
+    unit cost: wall seconds, training and evaluation seconds, MLflow calls and retries).
+
+    `tracking_uri` is the store the flow chose (a loopback server when units run in other
+    processes); a worker on another machine is handed it here rather than by environment."""
+    if tracking_uri:
+        tracking.use_store(tracking_uri)
+    start, calls = time.perf_counter(), dict(tracking.CALLS)
+    work = [0.0]
+    try:
+        record, trained = _run_unit(unit, flow_id, register, work)
+    except SlowfastError as error:
+        if isinstance(error, UnitFailed):
+            raise
+        raise UnitFailed(f"{unit.entry} seed {unit.seed}: {error}") from None
+    if not trained:  # finished by an interrupted run: nothing was done now
+        return record
+    costs = {
+        "unit_seconds": time.perf_counter() - start, "work_seconds": work[0],
+        "mlflow_calls": tracking.CALLS["count"] - calls["count"], "mlflow_seconds": tracking.CALLS["seconds"] - calls["seconds"],
+        "mlflow_model_seconds": tracking.CALLS["model_seconds"] - calls["model_seconds"],
+        "mlflow_retries": tracking.CALLS["retries"] - calls["retries"],
+    }
+    record |= costs
+    _save_seed_record(_open(unit), unit, record)
+    return record
+
+
+def _run_unit(unit: Unit, flow_id: str, register: bool, work: list[float]) -> tuple[dict, bool]:
+    """(the seed's record, whether it was trained now rather than kept)."""
+    opened = open_method_run(unit, flow_id, work)
+    if opened.finished is not None:
+        return opened.finished, False
+    try:
+        windows = opened.windows  # finished by an interrupted run of the same work
+        for k in range(len(windows) + 1, opened.num_windows):
+            windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work))
+        return close_method_run(unit, opened, windows, register), True
+    except BaseException:
+        tracking.end_run(opened.run_id, "FAILED")
+        raise
+
+
+def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = None) -> OpenedRun:
     """Start the parent MLflow run and evaluate the untouched slow model (row 0 of R), or
     resume an interrupted run of the same work from its last finished window. A seed that
     flow `flow_id` finished before it was interrupted is kept (`finished`)."""
@@ -149,12 +203,15 @@ def open_method_run(unit: Unit, flow_id: str = "") -> OpenedRun:
         save_progress(directory, progress)
         for record in progress.unlogged():  # finished but killed before its metrics were sent
             _log_window(ws, unit, run_id, record, progress)
-        print(f"[{entry} seed {seed}] resuming at window {progress.next_window} "
+        say(f"[{entry} seed {seed}] resuming at window {progress.next_window} "
               f"(run {previous.run_id[:8]} was interrupted; marked FAILED)", flush=True)
     else:
         # The slow model is read (and a broken one refused) before a tracking run exists;
         # checkpoints of other work are removed only once the new run has started.
+        began = time.perf_counter()
         baseline = evaluate_windows(load_method(ws, entry, seed=seed).predictor(), ws.stream)
+        if work is not None:
+            work[0] += time.perf_counter() - began
         run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
         shutil.rmtree(directory, ignore_errors=True)
         tracking.log_stream_input(run_id, manifest, ws.stream.root, "stream")
@@ -164,8 +221,7 @@ def open_method_run(unit: Unit, flow_id: str = "") -> OpenedRun:
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
 
 
-@task(name="absorb-window", cache_policy=NO_CACHE)
-def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0) -> WindowRecord:
+def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None) -> WindowRecord:
     """Fast step on one window plus consolidation, evaluated continually and at the end.
 
     The checkpoint and the window's record are on disk before its metrics are sent, so a
@@ -176,6 +232,7 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0) -> 
     progress = load_progress(directory)
     if progress is None or progress.run_id != parent_run_id or progress.next_window != window:
         raise RuntimeError(f"{directory}: progress does not expect window {window} of run {parent_run_id}")
+    began = time.perf_counter()
     evaluator = ContinualEvaluator(ws.stream, e.every_steps, e.subset_rows, seed, step=start_step, prequential=e.prequential)
     previous = load_state(layout.window_state(entry, seed, window - 1)) if window > 1 else None
     method = load_method(ws, entry, seed=window_seed(seed, window), state=previous,
@@ -183,6 +240,8 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0) -> 
     evaluator.start_window(window, method.predictor())
     result = absorb_window(method, ws.stream, window)
     evaluator.end_window(method.predictor())
+    if work is not None:
+        work[0] += time.perf_counter() - began
     save_state(method.state_dict(), layout.window_state(entry, seed, window))
 
     summary = window_metrics(
@@ -195,7 +254,7 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0) -> 
     save_progress(directory, progress)
     _log_window(ws, unit, parent_run_id, record, progress)
     accs = " ".join(f"{a:.2f}" for a in result.accuracies[: window + 1])
-    print(
+    say(
         f"[{entry} seed {seed}] window {window}/{ws.stream.num_windows - 1}  {result.seconds:5.2f}s  "
         f"acc(seen) {result.seen_accuracy:.3f}  per window: {accs}",
         flush=True,
@@ -204,25 +263,15 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0) -> 
 
 
 def _log_window(ws: Workspace, unit: Unit, parent_run_id: str, record: WindowRecord, progress: Progress) -> None:
-    """A window's child run, its summary on the parent at step = window, its continual
-    points; then the record is marked logged (one write of progress.json)."""
-    window, summary, manifest = record.window, record.summary, ws.stream.manifest
-    child = tracking.start_run(
-        manifest.name, f"{unit.entry}-seed{unit.seed}-window{window}", parent_run_id=parent_run_id,
-        tags={"method": unit.entry, "seed": str(unit.seed), "window": str(window), "phase": "window"},
-        params={"train_rows": record.train_rows},
-    )
-    tracking.log_stream_input(child, manifest, ws.stream.root, f"window {window}")
-    tracking.log_series(child, {f"loss_{phase}": values for phase, values in record.losses.items()})
-    tracking.log_metrics(child, summary)
-    tracking.end_run(child)
-    tracking.log_metrics(parent_run_id, {k: v for k, v in summary.items() if k not in RUN_TOTALS}, step=window)
-    tracking.log_points(parent_run_id, window_curve(record))
+    """A window's scalars, continual points and loss curves on the seed's run in one batched
+    call (one per 1,000 values), then the record is marked logged (one write of progress.json).
+    A run per window would cost seven calls: on a 200-window stream, more than the training."""
+    earlier = [w for w in progress.windows if w.window < record.window]
+    tracking.log_points(parent_run_id, window_points(record, earlier))
     record.logged = True
     save_progress(ws.layout.seed_state(unit.entry, unit.seed), progress)
 
 
-@task(name="close-method-run", cache_policy=NO_CACHE)
 def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord], register: bool) -> dict:
     """Summary metrics, accuracy matrix (CSV + heatmap), continual curve; the model logged
     and registered when `register` (one seed per method carries the registry version)."""
@@ -284,15 +333,14 @@ def _restore_finished_seed(ws: Workspace, unit: Unit, progress: Progress) -> dic
         final = load_method(ws, unit.entry, seed=unit.seed, state=state)
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
     _save_seed_record(ws, unit, record)
-    print(f"[{unit.entry} seed {unit.seed}] finished by the interrupted run {progress.run_id[:8]}: kept", flush=True)
+    say(f"[{unit.entry} seed {unit.seed}] finished by the interrupted run {progress.run_id[:8]}: kept", flush=True)
     return record
 
 
 @task(name="summarize-seeds", cache_policy=NO_CACHE)
-def summarize_seeds(entry: str, records: list[dict], params_path: str, root: str, calls_before: dict | None = None) -> dict:
-    """Mean and std over seeds: the method's line in the comparison. MLflow call counts are
-    this method's (since `calls_before`, a snapshot of the adapter's call counters)."""
-    before = calls_before or {}
+def summarize_seeds(entry: str, records: list[dict], params_path: str, root: str) -> dict:
+    """Mean and std over seeds: the method's line in the comparison, with what its units
+    cost in MLflow calls and seconds (summed over the units trained in this run)."""
     stats, facts = method_summary(records)
     summary = {
         "method": entry,
@@ -301,11 +349,7 @@ def summarize_seeds(entry: str, records: list[dict], params_path: str, root: str
         "fingerprints": {str(r["seed"]): r["fingerprint"] for r in records},
         **stats,
     }
-    facts |= {
-        "mlflow_calls": tracking.CALLS["count"] - before.get("count", 0),
-        "mlflow_seconds": tracking.CALLS["seconds"] - before.get("seconds", 0.0),
-        "mlflow_model_seconds": tracking.CALLS["model_seconds"] - before.get("model_seconds", 0.0),
-    }
+    facts |= {name: sum(r.get(name, 0) for r in records) for name in UNIT_COSTS}
     layout = open_workspace(params_path, root).layout
     save_json(summary, layout.method_results(entry) / "metrics.json")
     save_json(facts, layout.method_record(entry))

@@ -53,6 +53,9 @@ TINY_PARAMS = {
     "evaluation": {"every_steps": 1, "subset_rows": 40},
     "compare": {"champion_metric": "acc"},
     "tracking": {"ui_url": "http://127.0.0.1:5000"},
+    # Units in the test's own process: a Dask cluster costs seconds to start, and most tests
+    # are about what a unit does. tests/test_parallel.py and the e2e project run on clusters.
+    "parallel": {"workers": 0},
 }
 
 

@@ -76,6 +76,7 @@ def project(prefect_api_url, mlflow_server, tmp_path_factory):
     params = tiny_params()
     # The pipeline, not each method, is under test here (tests/test_methods.py covers them all).
     params["methods"] = {m: params["methods"][m] for m in E2E_METHODS}
+    params["parallel"] = {"workers": 2}  # the default engine: units on a local Dask cluster
     write_params(root, params)
     env = {
         **os.environ,
@@ -187,18 +188,26 @@ def test_bad_params_end_with_one_line_and_keep_outputs(project):
     assert (root / "models" / "slow" / "model.pt").read_bytes() == model
 
 
-def test_a_second_checkout_with_the_dvc_cache_has_nothing_to_rerun_and_a_forced_rerun_changes_no_file(project, tmp_path):
+def test_a_second_checkout_pulling_from_a_dvc_remote_has_nothing_to_rerun_and_a_forced_rerun_changes_no_file(project, tmp_path):
     """What DVC hashes holds only what the inputs determine: a collaborator's clone plus the
     DVC cache is up to date, and rerunning every stage leaves git's view unchanged."""
     root, run = project["root"], project["run"]
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
     assert run(*git, "add", "-A").returncode == 0
     assert run(*git, "commit", "-qm", "pipeline").returncode == 0
+    env = project["env"]
+    # The collaborator gets the data through a DVC remote (a directory here, as on a shared disk).
+    remote = tmp_path / "dvc-remote"
+    assert run("dvc", "remote", "add", "--local", "-d", "shared", str(remote)).returncode == 0
+    pushed = run("dvc", "push")
+    assert pushed.returncode == 0 and any(remote.rglob("*")), pushed.stdout + pushed.stderr
     clone = tmp_path / "clone"
     assert subprocess.run(["git", "clone", "-q", str(root), str(clone)], capture_output=True).returncode == 0
-    shutil.copytree(root / ".dvc" / "cache", clone / ".dvc" / "cache")
-    env = project["env"]
-    assert subprocess.run(["dvc", "checkout", "-q"], cwd=clone, env=env, capture_output=True).returncode == 0
+    assert subprocess.run(["dvc", "remote", "add", "--local", "-d", "shared", str(remote)], cwd=clone, env=env,
+                          capture_output=True).returncode == 0
+    pulled = subprocess.run(["dvc", "pull"], cwd=clone, env=env, capture_output=True, text=True)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    assert (clone / "models" / "slow" / "model.pt").read_bytes() == (root / "models" / "slow" / "model.pt").read_bytes()
     status = subprocess.run(["dvc", "status"], cwd=clone, env=env, capture_output=True, text=True)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout + status.stderr
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from components.data.loading import Window
+from components.errors import ParamsError
 from components.methods.base import Method, MethodConfig
 from components.models import adaptable_layers, state_bytes
 
@@ -34,7 +35,12 @@ class Lora(Method):
         from peft import LoraConfig, get_peft_model
 
         c = self.config
-        targets = adaptable_layers(self.slow) if c.target_modules == "all" else list(c.target_modules)
+        layers = adaptable_layers(self.slow)
+        targets = layers if c.target_modules == "all" else list(c.target_modules)
+        missing = [t for t in targets if t not in layers]
+        if missing:  # peft would say so in a traceback, after the run started
+            raise ParamsError(f"target_modules: {missing} are not adaptable layers of the slow model; "
+                              f"its layers: {layers} (or 'all')")
         lora = LoraConfig(r=c.rank, lora_alpha=c.alpha, lora_dropout=c.dropout, target_modules=targets, bias="none")
         return get_peft_model(self.slow, lora)
 

@@ -1,0 +1,223 @@
+"""Units on real Dask clusters with real servers: the same numbers as one process, whatever
+the cluster; one tracking server for many writers (sqlite behind a loopback server, or
+PostgreSQL); a worker killed mid-unit; a unit that fails on a user error."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import REPO, STREAM, make_root, tiny_params, write_params
+
+METHODS = ("finetune", "replay", "lora")
+
+
+@pytest.fixture(scope="module")
+def prepared(prefect_api_url, tmp_path_factory) -> Path:
+    """A tiny project, prepared and pretrained: 3 entries x 2 seeds = 6 units of a few seconds."""
+    base = tmp_path_factory.mktemp("parallel")
+    params = tiny_params(seeds=[0, 1])
+    params["methods"] = {m: {**params["methods"][m], "epochs": 4} for m in METHODS}
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'prep.db'}")
+    root = make_root(base / "root", params)
+    mp.undo()
+    return root
+
+
+def _copy(prepared: Path, where: Path, **parallel) -> Path:
+    shutil.copytree(prepared, where, ignore=shutil.ignore_patterns(".slowfast", "results"))
+    params = yaml.safe_load((where / "params.yaml").read_text())
+    params["parallel"] = parallel
+    write_params(where, params)
+    return where
+
+
+def stage(root: Path, prefect_api_url: str, tracking_uri: str | None = None, wait: bool = True, **env):
+    """`python -m flows.stream` as DVC runs it; the store is a sqlite file in `root` unless given."""
+    full = {**os.environ, "PREFECT_API_URL": prefect_api_url,
+            "MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{root / 'mlflow.db'}", **env}
+    command = [sys.executable, "-m", "flows.stream", "--root", str(root)]
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(command, cwd=REPO, env=full, capture_output=True, text=True, timeout=600)
+
+
+def numbers(root: Path) -> dict[str, str]:
+    """Every file the inputs determine (DVC's view of the stage), by path."""
+    files = sorted((root / "results" / "methods").rglob("*"))
+    return {str(p.relative_to(root)): p.read_text() for p in files if p.suffix in (".json", ".csv")}
+
+
+def seed_records(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / ".slowfast" / "runs" / STREAM).glob("*/seed*.json"))]
+
+
+@pytest.fixture(scope="module")
+def reference(prepared, prefect_api_url, tmp_path_factory) -> dict[str, str]:
+    """Every unit one after another in the stage's own process."""
+    root = _copy(prepared, tmp_path_factory.mktemp("ref") / "root", workers=0)
+    done = stage(root, prefect_api_url)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = numbers(root)
+    assert len([k for k in result if k.endswith("seed0/metrics.json")]) == len(METHODS)
+    return result
+
+
+def test_a_local_cluster_gives_the_numbers_of_one_process_through_one_tracking_server(
+    reference, prepared, prefect_api_url, tmp_path
+):
+    root = _copy(prepared, tmp_path / "root", workers=2)
+    done = stage(root, prefect_api_url)  # a sqlite store: the stage serves it from one loopback server
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout + done.stderr
+    assert "Traceback" not in out and "WARNING" not in out and "database is locked" not in out
+    assert numbers(root) == reference
+    records = seed_records(root)
+    assert len(records) == 6 and all(r["mlflow_retries"] == 0 for r in records)
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")
+    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert (root / ".slowfast" / "mlflow-server.log").is_file()  # the server it started, now stopped
+
+
+def _worker_pids(address: str) -> dict[str, int]:
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        return client.run(os.getpid)
+
+
+def _units_mid_stream(root: Path) -> int:
+    """Units that have finished a window and not yet their last."""
+    count = 0
+    for path in (root / ".slowfast" / "state" / STREAM).glob("*/seed*/progress.json"):
+        try:
+            progress = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        count += bool(progress["windows"]) and not progress["complete"] and len(progress["windows"]) < 3
+    return count
+
+
+def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_processes_cluster(
+    reference, prepared, prefect_api_url, tmp_path
+):
+    from adapters.dask_cluster import process_cluster
+
+    env = {"PREFECT_API_URL": prefect_api_url}
+    with process_cluster(2, tmp_path / "logs", env=env) as address:
+        root = _copy(prepared, tmp_path / "root", scheduler=address)
+        running = stage(root, prefect_api_url, wait=False)
+        deadline = time.monotonic() + 300
+        while _units_mid_stream(root) < 2 and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.poll() is None, running.communicate()
+        victim = next(iter(_worker_pids(address).values()))
+        os.kill(victim, signal.SIGKILL)  # the worker, not its nanny: Dask reschedules its unit
+        out, err = running.communicate(timeout=600)
+    assert running.returncode == 0, err[-3000:]
+    assert numbers(root) == reference
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")
+    resumed = [r for r in runs if "resumed_from" in r.data.tags]
+    assert resumed, "no unit resumed: the kill did not land mid-unit"
+    killed = {r.info.run_id: r for r in runs}[resumed[0].data.tags["resumed_from"]]
+    assert killed.info.status == "FAILED" and killed.data.tags["interrupted"] == "true"
+    assert "resuming at window" in out
+
+
+def test_a_unit_failing_on_a_user_error_ends_the_stage_in_one_line_and_the_other_results_stay(
+    prepared, prefect_api_url, tmp_path
+):
+    root = _copy(prepared, tmp_path / "root", workers=2)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["methods"] = {"finetune": params["methods"]["finetune"],
+                         "wronglayer": {"method": "lora", "epochs": 1, "target_modules": ["nope"]}}
+    write_params(root, params)
+    done = stage(root, prefect_api_url)
+    assert done.returncode == 2, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: wronglayer seed ") and "'nope'" in lines[0], lines
+    assert json.loads((root / "results" / "methods" / "finetune" / "metrics.json").read_text())["method"] == "finetune"
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.method = 'wronglayer'")
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL server (the Debian package; .ci/run installs it) on loopback in a
+    temporary directory, for as long as the test runs. Yields its SQLAlchemy URI."""
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    from adapters.servers import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="slowfast-pg-"))  # not under pytest's root-only folder
+    data, sockets = home / "pg", home / "sock"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        for path in (home, sockets):
+            shutil.chown(path, "postgres")
+    port = free_port()
+    run = lambda *a: subprocess.run([*as_user, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "slowfast", "--auth=trust", "-E", "UTF8")
+    assert init.returncode == 0, init.stderr
+    start = run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(home / "pg.log"), "-w", "-o",
+                f"-p {port} -k {sockets} -h 127.0.0.1", "start")
+    assert start.returncode == 0, start.stderr + (home / "pg.log").read_text()
+    try:
+        yield f"postgresql+psycopg2://slowfast@127.0.0.1:{port}/postgres"  # the database initdb creates
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_an_mlflow_server_on_postgresql_takes_every_worker(reference, prepared, prefect_api_url, postgres, tmp_path):
+    """The many-machine set-up on one machine: MLflow's server on PostgreSQL, artifacts on a
+    shared directory, units on a 1-worker local cluster (several workers: the tests above)."""
+    from adapters.servers import mlflow_server_command, wait_for, free_port
+
+    port = free_port()
+    artifacts = (tmp_path / "artifacts").resolve().as_uri()
+    with (tmp_path / "mlflow.log").open("w") as log:
+        server = subprocess.Popen(mlflow_server_command(postgres, port, artifacts), stdout=log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 120, server, tmp_path / "mlflow.log")
+        root = _copy(prepared, tmp_path / "root", workers=1)
+        done = stage(root, prefect_api_url, tracking_uri=f"http://127.0.0.1:{port}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert numbers(root) == reference
+        assert not (root / "mlflow.db").exists()  # everything went to PostgreSQL
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")
+        assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+        assert any((tmp_path / "artifacts").rglob("accuracy_matrix.png"))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
