@@ -5,15 +5,30 @@ cd "$(dirname "$0")"
 scripts/setup.sh
 source scripts/prefect_env.sh
 
+free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; true' EXIT
+mkdir -p .slowfast
 if [ -z "${PREFECT_API_URL:-}" ]; then
-  # One local server for the whole pipeline: each flow process then connects in
-  # milliseconds instead of starting its own temporary server (about 10 s each).
-  mkdir -p .slowfast
-  port=$(python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  # One local server for the whole pipeline: each flow process and Dask worker then connects
+  # in milliseconds instead of starting its own temporary server (about 10 s each).
+  port=$(free_port)
   prefect server start --host 127.0.0.1 --port "$port" > .slowfast/prefect-server.log 2>&1 &
-  server_pid=$!
-  trap 'kill "$server_pid" 2>/dev/null; wait "$server_pid" 2>/dev/null || true' EXIT
+  pids+=($!)
   export PREFECT_API_URL="http://127.0.0.1:$port/api"
+  wait_prefect=1
+fi
+if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
+  # The sqlite store (mlflow.db) served by one process: the stream stage's workers write
+  # concurrently, and sqlite takes one writer at a time. Started beside Prefect's server.
+  port=$(free_port)
+  export SLOWFAST_SERVED_STORE="sqlite:///$PWD/mlflow.db"
+  python -m adapters.servers "$port" > .slowfast/mlflow-server.log 2>&1 &
+  pids+=($!)
+  export MLFLOW_TRACKING_URI="http://127.0.0.1:$port"
+  python scripts/wait_for_url.py "$MLFLOW_TRACKING_URI/health" 120 || { echo "error: MLflow server did not start; see .slowfast/mlflow-server.log" >&2; exit 1; }
+fi
+if [ -n "${wait_prefect:-}" ]; then
   python scripts/wait_for_url.py "$PREFECT_API_URL/health" 60 || { echo "error: Prefect server did not start; see .slowfast/prefect-server.log" >&2; exit 1; }
 fi
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from components.errors import ParamsError
 from components.layout import REPO_ROOT
 
 WORKER_MODULE = "adapters.dask_worker"
+DASK_CONFIG = Path(__file__).resolve().parent / "dask_config"  # workers' settings (slowfast.yaml)
 
 
 def local_worker_count(parallel: ParallelParams, device: torch.device) -> int:
@@ -63,6 +65,9 @@ def task_runner(parallel: ParallelParams, device: torch.device, env: dict[str, s
     if parallel.workers == 0:
         return None
     workers = local_worker_count(parallel, device)
+    # with multiprocessing-method: forkserver (dask_config/slowfast.yaml), the stack is
+    # imported once, in the fork server, before any thread starts there
+    multiprocessing.set_forkserver_preload([WORKER_MODULE])
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
@@ -112,7 +117,7 @@ def process_cluster(workers: int, log_dir: Path, env: dict[str, str] | None = No
     log_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
-    full_env = os.environ | {"PYTHONPATH": str(REPO_ROOT)} | (env or {})
+    full_env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "DASK_CONFIG": str(DASK_CONFIG)} | (env or {})
     dask = str(Path(sys.executable).parent / "dask")
     commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
     commands += [[dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",

@@ -151,6 +151,12 @@ def tracking_uri(root: Path = REPO_ROOT) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
+def store_uri() -> str:
+    """The store itself, for `mlflow ui`: the sqlite file a loopback server (./run.sh, the
+    stream stage) serves for a while (SLOWFAST_SERVED_STORE), else the tracking URI."""
+    return os.environ.get("SLOWFAST_SERVED_STORE") or tracking_uri()
+
+
 def use_store(uri: str) -> None:
     """Make `uri` this process's store (a worker handed the flow's choice)."""
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -221,13 +227,19 @@ def client() -> MlflowClient:
     return found
 
 
+_EXPERIMENTS: dict[tuple[str, str], str] = {}
+
+
 def experiment_id(name: str) -> str:
-    """One experiment per stream. Artifacts sit beside a local sqlite store."""
-    c = client()
-    found = c.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    return c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+    """One experiment per stream (looked up once per store and process). Artifacts sit
+    beside a local sqlite store."""
+    key = (tracking_uri(), name)
+    if key not in _EXPERIMENTS:
+        c = client()
+        found = c.get_experiment_by_name(name)
+        _EXPERIMENTS[key] = found.experiment_id if found is not None else \
+            c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+    return _EXPERIMENTS[key]
 
 
 @functools.lru_cache(maxsize=8)

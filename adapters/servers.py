@@ -57,31 +57,37 @@ def mlflow_server_command(backend_uri: str, port: int, artifacts: str | None) ->
 
 
 @contextlib.contextmanager
-def shared_tracking(log_dir: Path, needed: bool, startup_seconds: float = 120) -> Iterator[str]:
+def shared_tracking(log_dir: Path, needed: bool, startup_seconds: float = 120,
+                    meanwhile: contextlib.AbstractContextManager | None = None) -> Iterator[str]:
     """The tracking URI every unit writes to: MLFLOW_TRACKING_URI when it names a server (or
     when `needed` is false), else a loopback `mlflow server` over the local sqlite store for
-    the duration of the block (MLFLOW_TRACKING_URI points at it meanwhile)."""
+    the duration of the block (MLFLOW_TRACKING_URI points at it meanwhile). `meanwhile` (say,
+    another server) is entered while this one boots, so their start-ups overlap."""
     uri = tracking_uri()
-    if not needed or not uri.startswith("sqlite:"):
-        yield uri
-        return
-    relocate_artifacts(uri)  # before the server opens the file
-    port = free_port()
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / "mlflow-server.log"
-    # MLflow 3's server also starts a job runner (eight more processes) for UI-launched jobs
-    # such as prompt optimisation; this server only records runs.
-    env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with log.open("w") as out:
-        process = subprocess.Popen(mlflow_server_command(uri, port, artifact_root(uri)), stdout=out,
-                                   stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    served = f"http://127.0.0.1:{port}"
-    try:
+    with contextlib.ExitStack() as stack:
+        if not needed or not uri.startswith("sqlite:"):
+            if meanwhile is not None:
+                stack.enter_context(meanwhile)
+            yield uri
+            return
+        relocate_artifacts(uri)  # before the server opens the file
+        port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log = log_dir / "mlflow-server.log"
+        # MLflow 3's server also starts a job runner (eight more processes) for UI-launched
+        # jobs such as prompt optimisation; this server only records runs.
+        env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        with log.open("w") as out:
+            process = subprocess.Popen(mlflow_server_command(uri, port, artifact_root(uri)), stdout=out,
+                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        stack.callback(_stop, process)
+        if meanwhile is not None:
+            stack.enter_context(meanwhile)
+        served = f"http://127.0.0.1:{port}"
         wait_for(f"{served}/health", startup_seconds, process, log)
-        with _environment("MLFLOW_TRACKING_URI", served):
-            yield served
-    finally:
-        _stop(process)
+        stack.enter_context(_environment("MLFLOW_TRACKING_URI", served))
+        stack.enter_context(_environment("SLOWFAST_SERVED_STORE", uri))
+        yield served
 
 
 @contextlib.contextmanager
@@ -94,11 +100,13 @@ def shared_prefect_api(needed: bool, startup_seconds: float | None = None) -> It
         return
     from prefect.server.api.server import SubprocessASGIServer
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     server = SubprocessASGIServer()
     timeout = startup_seconds or float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90"))
     server.start(timeout=int(timeout))
-    try:
-        with _environment("PREFECT_API_URL", server.api_url):
+    try:  # this process (settings are read at import) and the workers it starts (environment)
+        with _environment("PREFECT_API_URL", server.api_url), temporary_settings({PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
         server.stop()
@@ -127,3 +135,12 @@ def _stop(process: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 9)
         process.wait()
+
+
+if __name__ == "__main__":
+    # ./run.sh: `python -m adapters.servers PORT` serves this checkout's sqlite store on
+    # loopback for the whole pipeline (artifact locations fixed first if the store moved).
+    store = tracking_uri()
+    relocate_artifacts(store)
+    command = mlflow_server_command(store, int(sys.argv[1]), artifact_root(store))
+    os.execve(command[0], command, os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})

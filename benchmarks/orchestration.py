@@ -48,6 +48,7 @@ def project_params(pretrain_epochs: int, epochs: int, threads: int) -> dict:
         "evaluation": {"every_steps": 0, "subset_rows": 100, "gap_tolerance": 0.01, "prequential": False},
         "compare": {"champion_metric": "acc"},
         "tracking": {"ui_url": "http://127.0.0.1:5000"},
+        "parallel": {"workers": 0},  # one process per phase, as the bare script (benchmarks/parallel.py: clusters)
     }
 
 

@@ -6,6 +6,7 @@ in the environment wins.
 """
 
 import os
+from pathlib import Path
 
 for _key, _value in {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -15,8 +16,9 @@ for _key, _value in {
     "DISABLE_MLFLOWDBFS": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # a run ended on a tracking server prints its link
     "GIT_PYTHON_REFRESH": "quiet",
-    # Dask's scheduler, nannies and workers log each start, preload and stop; errors stay.
-    "DASK_LOGGING__DISTRIBUTED": "error",
+    # Dask settings for the stage's workers (adapters/dask_config/slowfast.yaml: glibc's
+    # memory trimming, OpenMP threads, quiet logs). Read when dask is first imported.
+    "DASK_CONFIG": str(Path(__file__).resolve().parents[1] / "adapters" / "dask_config"),
     # A stage run without PREFECT_API_URL starts a temporary server; Prefect's 20 s limit
     # is missed on a loaded machine (flows/_cli.py turns a miss into one line).
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",

@@ -14,7 +14,7 @@ from components.config import load_params
 from components.errors import SlowfastError
 from components.layout import Layout
 from flows._cli import REPO_ROOT
-from adapters.mlflow_store import tracking_uri
+from adapters.mlflow_store import store_uri
 
 
 def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> bool:
@@ -57,7 +57,7 @@ def _timings(root: Path, methods: list[str]) -> dict[str, str]:
 
 
 def mlflow_ui_hint() -> str:
-    return f"Open the MLflow UI on this store: .venv/bin/mlflow ui --backend-store-uri {tracking_uri()}"
+    return f"Open the MLflow UI on this store: .venv/bin/mlflow ui --backend-store-uri {store_uri()}"
 
 
 if __name__ == "__main__":

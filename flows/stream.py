@@ -12,6 +12,7 @@ resumes at its first unfinished window; units it had finished are kept.
 from __future__ import annotations
 
 import argparse
+import os
 from contextlib import ExitStack
 
 import dask
@@ -103,9 +104,10 @@ def main(method: str | None = None, params_path: str = "params.yaml", root: str 
     runner = dask_cluster.task_runner(parallel, ws.device, env={})
     with ExitStack() as stack:
         if runner is not None:
-            uri = stack.enter_context(servers.shared_tracking(ws.layout.root / ".slowfast", needed=True))
-            dask_cluster.check_remote_tracking(parallel, uri)
-            api = stack.enter_context(servers.shared_prefect_api(needed=True))
+            dask_cluster.check_remote_tracking(parallel, tracking.tracking_uri())
+            prefect_api = servers.shared_prefect_api(needed=True)
+            uri = stack.enter_context(servers.shared_tracking(ws.layout.root / ".slowfast", needed=True, meanwhile=prefect_api))
+            api = os.environ.get("PREFECT_API_URL")
             runner = dask_cluster.task_runner(parallel, ws.device, env=dask_cluster.worker_env(uri, api, ws.params.threads))
         chosen = stream_flow if method else methods_flow
         options = {"task_runner": runner} if runner is not None else {}

@@ -21,15 +21,15 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, STREAM, make_root, tiny_params, write_params
 
-METHODS = ("finetune", "replay", "lora")
+METHODS = ("replay", "lora")
 
 
 @pytest.fixture(scope="module")
 def prepared(prefect_api_url, tmp_path_factory) -> Path:
-    """A tiny project, prepared and pretrained: 3 entries x 2 seeds = 6 units of a few seconds."""
+    """A tiny project, prepared and pretrained: 2 entries x 2 seeds = 4 units of a few seconds."""
     base = tmp_path_factory.mktemp("parallel")
     params = tiny_params(seeds=[0, 1])
-    params["methods"] = {m: {**params["methods"][m], "epochs": 4} for m in METHODS}
+    params["methods"] = {m: {**params["methods"][m], "epochs": 3} for m in METHODS}
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'prep.db'}")
     root = make_root(base / "root", params)
@@ -86,10 +86,10 @@ def test_a_local_cluster_gives_the_numbers_of_one_process_through_one_tracking_s
     assert "Traceback" not in out and "WARNING" not in out and "database is locked" not in out
     assert numbers(root) == reference
     records = seed_records(root)
-    assert len(records) == 6 and all(r["mlflow_retries"] == 0 for r in records)
+    assert len(records) == 4 and all(r["mlflow_retries"] == 0 for r in records)
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")
-    assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
     assert (root / ".slowfast" / "mlflow-server.log").is_file()  # the server it started, now stopped
 
 
@@ -144,14 +144,14 @@ def test_a_unit_failing_on_a_user_error_ends_the_stage_in_one_line_and_the_other
 ):
     root = _copy(prepared, tmp_path / "root", workers=2)
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["methods"] = {"finetune": params["methods"]["finetune"],
+    params["methods"] = {"replay": params["methods"]["replay"],
                          "wronglayer": {"method": "lora", "epochs": 1, "target_modules": ["nope"]}}
     write_params(root, params)
     done = stage(root, prefect_api_url)
     assert done.returncode == 2, done.stderr[-3000:]
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: wronglayer seed ") and "'nope'" in lines[0], lines
-    assert json.loads((root / "results" / "methods" / "finetune" / "metrics.json").read_text())["method"] == "finetune"
+    assert json.loads((root / "results" / "methods" / "replay" / "metrics.json").read_text())["method"] == "replay"
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.method = 'wronglayer'")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
@@ -215,7 +215,7 @@ def test_an_mlflow_server_on_postgresql_takes_every_worker(reference, prepared, 
         assert not (root / "mlflow.db").exists()  # everything went to PostgreSQL
         client = MlflowClient(f"http://127.0.0.1:{port}")
         runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'stream'")
-        assert len(runs) == 6 and {r.info.status for r in runs} == {"FINISHED"}
+        assert len(runs) == 4 and {r.info.status for r in runs} == {"FINISHED"}
         assert any((tmp_path / "artifacts").rglob("accuracy_matrix.png"))
     finally:
         with contextlib.suppress(ProcessLookupError):

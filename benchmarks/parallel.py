@@ -1,0 +1,214 @@
+"""Benchmark (issue 15): the stream stage's units on Dask clusters, against the stage as it
+was (every unit in one process, 2 torch threads) and a bare script doing the same units on
+the same number of worker processes (benchmarks/bare_units.py). All in one run, one machine.
+
+    python -m benchmarks.parallel [--methods finetune replay lwf lora] [--seeds 0 1 2] [--windows 200]
+
+1. Sweep: a copy of the repository with the default stream and model, `--methods` x
+   `--seeds` units, prepared and pretrained once. The stream stage (`python -m flows.stream`,
+   process start-up, cluster and loopback MLflow server included; the Prefect server is
+   started once beforehand, as ./run.sh does) runs from scratch under: the old way (workers
+   0, threads 2), a local cluster of 1 and of 2 workers (1 thread each), and a `dask
+   scheduler` + 2 `dask worker` processes; then the bare script on 2 processes. Printed:
+   wall, units' work (training + evaluation), MLflow seconds, calls and retries per unit,
+   the fixed cost per unit ((wall x workers - work - MLflow) / units), the ratios, and
+   whether every configuration gave the same numbers.
+2. Load: one unit of three methods alone, then beside a competing 2-thread PyTorch
+   process, at 1 thread (the default now) and at 2 (before).
+3. Many windows: `finetune`, 1 seed, over a `--windows`-window stream (river Agrawal, 150
+   rows per window, MLP), through the stage with a loopback server: tracking seconds per
+   window against training seconds.
+Writes benchmarks/results/parallel.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks._project import REPO, copy_repository, prefect_server, timed_run, write_params
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COMPETITOR = r"""
+import torch, time
+torch.set_num_threads(2)
+a = torch.randn(384, 384)
+while True:
+    for _ in range(50):
+        a = torch.tanh(a @ a * 0.01)
+"""
+
+
+def _records(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((root / ".slowfast" / "runs").glob("*/*/seed*.json"))]
+
+
+def _numbers(root: Path) -> dict[str, str]:
+    files = sorted((root / "results" / "methods").rglob("*"))
+    return {str(p.relative_to(root)): p.read_text() for p in files if p.name in ("metrics.json", "accuracy_matrix.csv")}
+
+
+def _fresh(prepared: Path, where: Path, params: dict) -> Path:
+    shutil.rmtree(where, ignore_errors=True)
+    shutil.copytree(prepared, where, ignore=shutil.ignore_patterns(".slowfast", "results", "mlflow.db", "mlartifacts"))
+    write_params(where, params)
+    return where
+
+
+def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
+    from adapters.dask_cluster import process_cluster
+
+    prepared = copy_repository(base / "prepared")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["seeds"], params["threads"] = seeds, 1
+    params["methods"] = {m: params["methods"][m] for m in methods}
+    write_params(prepared, params)
+    for stage in ("prepare", "pretrain"):
+        timed_run([sys.executable, "-m", f"flows.{stage}"], prepared, env)
+    configs = {
+        "before: 1 process, 2 threads": ({"workers": 0}, 2, 1),
+        "local cluster, 1 worker": ({"workers": 1}, 1, 1),
+        "local cluster, 2 workers": ({"workers": 2}, 1, 2),
+    }
+    out: dict = {"units": len(methods) * len(seeds), "configs": {}}
+    numbers = {}
+    for name, (parallel, threads, workers) in configs.items():
+        root = _fresh(prepared, base / name.replace(" ", "_").replace(",", "").replace(":", ""),
+                      params | {"threads": threads, "parallel": parallel})
+        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
+        out["configs"][name] = _summary(wall, _records(root), workers)
+        numbers[name] = _numbers(root)
+        print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
+    with process_cluster(2, base / "cluster-logs", env={"PREFECT_API_URL": env["PREFECT_API_URL"]}) as address:
+        name = "scheduler + 2 worker processes"
+        root = _fresh(prepared, base / "process_cluster", params | {"parallel": {"scheduler": address}})
+        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
+        out["configs"][name] = _summary(wall, _records(root), 2)
+        numbers[name] = _numbers(root)
+        print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
+    root = _fresh(prepared, base / "bare", params)
+    wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
+    bare = json.loads(done.stdout.strip().splitlines()[-1])
+    out["bare, 2 processes"] = {"wall": wall, "work": sum(u["seconds"] for u in bare["units"])}
+    print(f"{'bare script, 2 processes':34s} wall {wall:6.1f} s  work {out['bare, 2 processes']['work']:6.1f} s", flush=True)
+    one_thread = [n for n in numbers if not n.startswith("before")]
+    out["identical_across_clusters"] = all(numbers[n] == numbers[one_thread[0]] for n in one_thread)
+    stage = base / "local_cluster_2_workers" / "results" / "methods"
+    out["bare_matches_stage"] = all(
+        json.loads((stage / u["entry"] / f"seed{u['seed']}" / "metrics.json").read_text())["matrix"] == u["matrix"]
+        for u in bare["units"])
+    c = out["configs"]
+    out["ratios"] = {
+        "before / local 2 workers (wall)": c["before: 1 process, 2 threads"]["wall"] / c["local cluster, 2 workers"]["wall"],
+        "local 2 workers / bare 2 processes (wall)": c["local cluster, 2 workers"]["wall"] / wall,
+        "throughput 2 workers / 1 worker": c["local cluster, 1 worker"]["wall"] / c["local cluster, 2 workers"]["wall"],
+        "throughput processes / local, 2 workers": c["local cluster, 2 workers"]["wall"] / c["scheduler + 2 worker processes"]["wall"],
+    }
+    for what, ratio in out["ratios"].items():
+        print(f"  {what:46s} {ratio:5.2f}")
+    print(f"  same numbers on every 1-thread configuration: {out['identical_across_clusters']}; "
+          f"bare script's matrices equal the stage's: {out['bare_matches_stage']}")
+    return out
+
+
+def _summary(wall: float, records: list[dict], workers: int) -> dict:
+    work = sum(r["work_seconds"] for r in records)
+    mlflow = sum(r["mlflow_seconds"] for r in records)
+    return {"wall": wall, "work": work, "mlflow": mlflow, "units": len(records),
+            "mlflow_calls_per_unit": statistics.mean(r["mlflow_calls"] for r in records),
+            "retries": sum(r["mlflow_retries"] for r in records),
+            "fixed_per_unit": (wall * workers - work - mlflow) / len(records)}
+
+
+def _line(s: dict) -> str:
+    return (f"wall {s['wall']:6.1f} s  work {s['work']:6.1f} s  MLflow {s['mlflow']:5.1f} s "
+            f"({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries)  fixed {s['fixed_per_unit']:.2f} s/unit")
+
+
+def under_load(base: Path, env: dict, methods: list[str]) -> dict:
+    """One bare unit per method (benchmarks/bare_units.run_unit in a fresh process), alone
+    and beside a competing 2-thread PyTorch process."""
+    root = base / "prepared"
+    out = {}
+    for threads in (1, 2):
+        params = yaml.safe_load((root / "params.yaml").read_text()) | {"threads": threads, "seeds": [0]}
+        tdir = _fresh(root, base / f"load{threads}", params)
+        for method in methods:
+            code = f"from benchmarks.bare_units import run_unit; print(run_unit({str(tdir)!r}, {method!r}, 0)['seconds'])"
+            solo = float(timed_run([sys.executable, "-c", code], REPO, env)[1].stdout.split()[-1])
+            competitor = subprocess.Popen([sys.executable, "-c", COMPETITOR])
+            try:
+                time.sleep(2)
+                loaded = float(timed_run([sys.executable, "-c", code], REPO, env)[1].stdout.split()[-1])
+            finally:
+                competitor.kill()
+                competitor.wait()
+            out[f"{method}, {threads} thread(s)"] = {"solo": solo, "loaded": loaded, "ratio": loaded / solo}
+            print(f"{method:10s} {threads} thread(s): solo {solo:6.1f} s  loaded {loaded:6.1f} s  ratio {loaded / solo:5.2f}",
+                  flush=True)
+    return out
+
+
+def many_windows(base: Path, env: dict, windows: int) -> dict:
+    root = copy_repository(base / "long")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params |= {"seeds": [0], "threads": 1, "parallel": {"workers": 1}}
+    params["stream"] = {"name": "long", "source": "river-drift", "test_fraction": 0.2,
+                        "river": {"generator": "agrawal", "concepts": [(k // 20) % 10 for k in range(windows + 1)],
+                                  "rows_per_window": 150, "drift_width": 20}}
+    params["model"] = {"kind": "mlp", "hidden": 64}
+    params["pretrain"] = {**params["pretrain"], "epochs": 3}
+    params["methods"] = {"finetune": {"epochs": 1, "lr": 0.001}}
+    params["evaluation"] = {**params["evaluation"], "every_steps": 0}
+    write_params(root, params)
+    for stage in ("prepare", "pretrain"):
+        timed_run([sys.executable, "-m", f"flows.{stage}"], root, env)
+    wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
+    record = _records(root)[0]
+    train = record["seconds_per_window"] * windows
+    out = {"windows": windows, "wall": wall, "train_seconds": train, "work_seconds": record["work_seconds"],
+           "mlflow_seconds": record["mlflow_seconds"], "mlflow_calls": record["mlflow_calls"],
+           "model_seconds": record["mlflow_model_seconds"],
+           "tracking_ms_per_window": 1000 * (record["mlflow_seconds"] - record["mlflow_model_seconds"]) / windows}
+    print(f"{windows} windows: training {train:.1f} s, work (training + evaluation) {record['work_seconds']:.1f} s, "
+          f"tracking {record['mlflow_seconds'] - record['mlflow_model_seconds']:.1f} s in {record['mlflow_calls']} calls "
+          f"({out['tracking_ms_per_window']:.1f} ms per window; model registration {record['mlflow_model_seconds']:.1f} s)")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--methods", nargs="+", default=["finetune", "replay", "lwf", "lora"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--windows", type=int, default=200)
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "load", "windows"])
+    args = parser.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="slowfast-parallel-"))
+    results: dict = {"cores": os.cpu_count()}
+    try:
+        with prefect_server(base / "prefect") as env:
+            env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
+            if "sweep" not in args.skip:
+                results["sweep"] = sweep(base, env, args.methods, args.seeds)
+            if "load" not in args.skip:
+                results["load"] = under_load(base, env, args.methods[:3])
+            if "windows" not in args.skip:
+                results["windows"] = many_windows(base, env, args.windows)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "parallel.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
