@@ -55,15 +55,18 @@ def worker_env(tracking_uri: str, prefect_api: str | None, threads: int) -> dict
     return env
 
 
-def task_runner(parallel: ParallelParams, device: torch.device, env: dict[str, str]) -> DaskTaskRunner | None:
-    """The task runner for the stage's units, or None to run them in this process.
+def uses_cluster(parallel: ParallelParams) -> bool:
+    """False when every unit runs in the stage's own process (`workers: 0`, no scheduler)."""
+    return bool(parallel.scheduler) or parallel.workers > 0
+
+
+def task_runner(parallel: ParallelParams, device: torch.device, env: dict[str, str]) -> DaskTaskRunner:
+    """The task runner for the stage's units (`uses_cluster` must hold).
 
     `env` reaches the local cluster's worker processes (the tracking and Prefect servers
     they report to); workers of a running scheduler are started by the user with theirs."""
     if parallel.scheduler:
         return DaskTaskRunner(address=parallel.scheduler)
-    if parallel.workers == 0:
-        return None
     workers = local_worker_count(parallel, device)
     # with multiprocessing-method: forkserver (dask_config/slowfast.yaml), the stack is
     # imported once, in the fork server, before any thread starts there

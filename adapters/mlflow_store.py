@@ -237,8 +237,16 @@ def experiment_id(name: str) -> str:
     if key not in _EXPERIMENTS:
         c = client()
         found = c.get_experiment_by_name(name)
-        _EXPERIMENTS[key] = found.experiment_id if found is not None else \
-            c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+        if found is None:
+            try:
+                _EXPERIMENTS[key] = c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
+                return _EXPERIMENTS[key]
+            except MlflowException:
+                # two workers' first units create it at once: the other one won the race
+                found = c.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        _EXPERIMENTS[key] = found.experiment_id
     return _EXPERIMENTS[key]
 
 

@@ -57,15 +57,15 @@ def mlflow_server_command(backend_uri: str, port: int, artifacts: str | None) ->
 
 
 @contextlib.contextmanager
-def shared_tracking(log_dir: Path, needed: bool, startup_seconds: float = 120,
+def shared_tracking(log_dir: Path, startup_seconds: float = 120,
                     meanwhile: contextlib.AbstractContextManager | None = None) -> Iterator[str]:
     """The tracking URI every unit writes to: MLFLOW_TRACKING_URI when it names a server (or
-    when `needed` is false), else a loopback `mlflow server` over the local sqlite store for
+    PostgreSQL, which takes many writers), else a loopback `mlflow server` over the local sqlite store for
     the duration of the block (MLFLOW_TRACKING_URI points at it meanwhile). `meanwhile` (say,
     another server) is entered while this one boots, so their start-ups overlap."""
     uri = tracking_uri()
     with contextlib.ExitStack() as stack:
-        if not needed or not uri.startswith("sqlite:"):
+        if not uri.startswith("sqlite:"):
             if meanwhile is not None:
                 stack.enter_context(meanwhile)
             yield uri
@@ -91,11 +91,11 @@ def shared_tracking(log_dir: Path, needed: bool, startup_seconds: float = 120,
 
 
 @contextlib.contextmanager
-def shared_prefect_api(needed: bool, startup_seconds: float | None = None) -> Iterator[str | None]:
+def shared_prefect_api(startup_seconds: float | None = None) -> Iterator[str | None]:
     """PREFECT_API_URL for this block: as set, or a temporary server shared by the flow and
-    its workers (started here when `needed` and none is set)."""
+    its workers (started here when none is set)."""
     current = os.environ.get("PREFECT_API_URL")
-    if current or not needed:
+    if current:
         yield current
         return
     from prefect.server.api.server import SubprocessASGIServer

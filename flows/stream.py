@@ -101,14 +101,14 @@ def main(method: str | None = None, params_path: str = "params.yaml", root: str 
     and one Prefect API (loopback servers started here when none is set)."""
     ws = open_workspace(params_path, root)
     parallel = ws.params.parallel
-    runner = dask_cluster.task_runner(parallel, ws.device, env={})
+    runner = None
     with ExitStack() as stack:
-        if runner is not None:
+        if dask_cluster.uses_cluster(parallel):
             dask_cluster.check_remote_tracking(parallel, tracking.tracking_uri())
-            prefect_api = servers.shared_prefect_api(needed=True)
-            uri = stack.enter_context(servers.shared_tracking(ws.layout.root / ".slowfast", needed=True, meanwhile=prefect_api))
-            api = os.environ.get("PREFECT_API_URL")
-            runner = dask_cluster.task_runner(parallel, ws.device, env=dask_cluster.worker_env(uri, api, ws.params.threads))
+            prefect_api = servers.shared_prefect_api()
+            uri = stack.enter_context(servers.shared_tracking(ws.layout.root / ".slowfast", meanwhile=prefect_api))
+            env = dask_cluster.worker_env(uri, os.environ.get("PREFECT_API_URL"), ws.params.threads)
+            runner = dask_cluster.task_runner(parallel, ws.device, env)
         chosen = stream_flow if method else methods_flow
         options = {"task_runner": runner} if runner is not None else {}
         arguments = {"method": method} if method else {}
