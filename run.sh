@@ -33,6 +33,8 @@ if [ -n "${wait_prefect:-}" ]; then
 fi
 
 export SLOWFAST_MAIN_JOB=1
-dvc repro "$@"
+# DVC's nine-line git hint folds into one line (the table below stays on screen); stderr and
+# the exit status (pipefail) are DVC's own.
+dvc repro "$@" | python -u scripts/fold_dvc_hints.py
 echo
 python -m flows.report

@@ -32,6 +32,7 @@ from components.config import TrackingParams
 from components.data.stream_io import Manifest
 from components.errors import SlowfastError
 from components.layout import REPO_ROOT
+from components.models import ClassProbabilities
 from components.retry import RetriesExhausted, retry
 
 T = TypeVar("T")
@@ -271,6 +272,13 @@ def flatten(prefix: str, value: Any) -> dict[str, str]:
     return {prefix: str(value)}
 
 
+def dvc_experiment_tags() -> dict[str, str]:
+    """Inside `dvc exp run`, the experiment's name and baseline commit (DVC sets them in the
+    environment), so a variant's runs are told apart from the baseline's in the UI."""
+    names = {"DVC_EXP_NAME": "dvc_exp", "DVC_EXP_BASELINE_REV": "dvc_exp_baseline"}
+    return {tag: os.environ[var] for var, tag in names.items() if os.environ.get(var)}
+
+
 def start_run(
     experiment: str,
     run_name: str,
@@ -280,7 +288,7 @@ def start_run(
     parent_run_id: str | None = None,
 ) -> str:
     c = client()
-    all_tags = {"git_commit": git_commit(), **(tags or {})}
+    all_tags = {"git_commit": git_commit(), **dvc_experiment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = c.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
@@ -362,13 +370,17 @@ def mark_interrupted(run_id: str) -> None:
 
 
 def log_and_register_model(
-    run_id: str, model: torch.nn.Module, example: np.ndarray, registered_name: str, tags: Mapping[str, str]
+    run_id: str, model: torch.nn.Module, example: np.ndarray, registered_name: str, tags: Mapping[str, str],
+    class_names: list[str],
 ) -> str:
-    """Log with the pytorch flavour and register; returns the new registry version."""
+    """Log with the pytorch flavour and register; returns the new registry version.
+
+    What is served is `ClassProbabilities(model)`: rows of float32 features in, one
+    probability per class out (column i = `class_names[i]`, kept in the model's metadata)."""
     import mlflow.pytorch
 
     client()  # sets the tracking URI for the fluent API below
-    cpu_model = model.to("cpu").eval()
+    cpu_model = ClassProbabilities(model.to("cpu")).eval()
     # The registry announces each new version on stderr and a tracking server's run links on
     # stdout when the run ends; the stage prints its own summary instead.
     quiet = io.StringIO()
@@ -388,6 +400,7 @@ def log_and_register_model(
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
                 code_paths=[str(REPO_ROOT / "components")],
                 registered_model_name=registered_name,
+                metadata={"class_names": list(class_names), "output": "class probabilities, column i = class_names[i]"},
             )
 
     info = with_retries(log, "log_model")

@@ -13,6 +13,31 @@ from components.metrics import HIGHER_IS_BETTER
 # these; timings (seconds_per_window) are shown by the terminal report and MLflow only.
 COLUMNS = ["acc", "bwt", "fwt", "forgetting", "min_acc", "wc_acc", "fast_state_bytes"]
 HEADERS = {"seconds_per_window": "s/window", "fast_state_bytes": "fast state"}
+# The compact per-method metrics file (results/metrics/<method>.json) that `dvc metrics show`
+# and `dvc exp show` print: one row per method, these columns, means over seeds.
+HEADLINE = ["acc", "bwt", "forgetting", "min_acc", "wc_acc"]
+FWT_IS_ZERO = ("fwt is 0 for every method and seed, so it is left out: each window brings classes the model "
+               "was never trained on, so no method can score on them before their window (forward transfer "
+               "is 0 by construction on a class-incremental stream)")
+
+
+def shown_columns(summaries: Mapping[str, Mapping]) -> tuple[list[str], list[str]]:
+    """(the table's columns, notes on those left out): FWT goes when it is exactly 0 for every
+    method and seed, which a class-incremental stream guarantees."""
+    if all(s["mean"]["fwt"] == 0.0 and s["std"]["fwt"] == 0.0 for s in summaries.values()):
+        return [c for c in COLUMNS if c != "fwt"], [FWT_IS_ZERO]
+    return list(COLUMNS), []
+
+
+def champions(order: Sequence[str], references: Mapping[str, str]) -> list[str]:
+    """Methods that can be crowned, best first: reference points (joint, finetune) are
+    compared but never deployed. When every method is a reference, all of them."""
+    deployable = [name for name in order if not references.get(name)]
+    return deployable or list(order)
+
+
+def labelled(name: str, references: Mapping[str, str]) -> str:
+    return f"{name} (ref)" if references.get(name) else name
 
 
 def aggregate_seeds(per_seed: Sequence[Mapping[str, float]]) -> dict[str, dict[str, float]]:
@@ -47,13 +72,15 @@ def format_value(column: str, value: float, std: float | None = None, sep: str =
     return text
 
 
-def table_rows(summaries: Mapping[str, Mapping], order: list[str], sep: str = " ± ") -> list[list[str]]:
+def table_rows(summaries: Mapping[str, Mapping], order: list[str], sep: str = " ± ",
+               columns: Sequence[str] = COLUMNS, references: Mapping[str, str] | None = None) -> list[list[str]]:
     """Cells of the table, `mean ± std` when the summaries hold more than one seed."""
     rows = []
     for name in order:
         s = summaries[name]
         several = len(s["seeds"]) > 1
-        rows.append([name] + [format_value(c, s["mean"][c], s["std"][c] if several else None, sep) for c in COLUMNS])
+        cells = [format_value(c, s["mean"][c], s["std"][c] if several else None, sep) for c in columns]
+        rows.append([labelled(name, references or {})] + cells)
     return rows
 
 
@@ -65,8 +92,10 @@ def summaries_from_metrics(metrics: Mapping[str, Mapping[str, float]]) -> dict[s
     }
 
 
-def markdown_table(summaries: Mapping[str, Mapping], order: list[str]) -> str:
-    header = "| method | " + " | ".join(HEADERS.get(c, c) for c in COLUMNS) + " |"
-    rule = "|---|" + "---|" * len(COLUMNS)
-    rows = ["| " + " | ".join(cells) + " |" for cells in table_rows(summaries, order)]
-    return "\n".join([header, rule, *rows]) + "\n"
+def markdown_table(summaries: Mapping[str, Mapping], order: list[str], references: Mapping[str, str]) -> str:
+    columns, notes = shown_columns(summaries)
+    header = "| method | " + " | ".join(HEADERS.get(c, c) for c in columns) + " |"
+    rule = "|---|" + "---|" * len(columns)
+    rows = ["| " + " | ".join(cells) + " |" for cells in table_rows(summaries, order, columns=columns, references=references)]
+    refs = [f"- (ref) {name}: {why}; compared, never champion" for name, why in references.items() if why and name in order]
+    return "\n".join([header, rule, *rows, "", *refs, *(f"- {note}" for note in notes)]) + "\n"

@@ -82,8 +82,9 @@ class ContinualEvaluator:
         if self.points and self.points[-1].step == self.step and self.points[-1].window == self.window:
             return self.points[-1]
         x, y, sizes = self._batch()
-        correct = (predict_logits(model, x).argmax(dim=1) == y).float()
-        accs = tuple(float(chunk.mean()) for chunk in correct.split(sizes))
+        correct = (predict_logits(model, x).argmax(dim=1) == y).long()
+        counts = torch.stack([chunk.sum() for chunk in correct.split(sizes)]).tolist()  # one device sync
+        accs = tuple(c / n for c, n in zip(counts, sizes))  # exact in float64, not float32 noise
         point = EvalPoint(self.step, self.window, accs)
         self.points.append(point)
         return point

@@ -88,3 +88,8 @@ class Layout:
     @property
     def plots(self) -> Path:
         return self.results / "plots"
+
+    @property
+    def headline_metrics(self) -> Path:
+        """results/metrics/: one small JSON per method, DVC's metrics (tasks/compare.py)."""
+        return self.results / "metrics"

@@ -71,3 +71,15 @@ def adaptable_layers(model: nn.Module) -> list[str]:
 def state_bytes(tensors: dict[str, torch.Tensor] | list[torch.Tensor]) -> int:
     values = tensors.values() if isinstance(tensors, dict) else tensors
     return int(sum(t.numel() * t.element_size() for t in values))
+
+
+class ClassProbabilities(nn.Module):
+    """What the registry serves: class probabilities (each row sums to 1) from a predictor's
+    logits or log-probabilities; column i is class i of the stream's manifest."""
+
+    def __init__(self, predictor: nn.Module) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.predictor(x), dim=1)

@@ -44,6 +44,17 @@ def accuracy_heatmap(matrix: np.ndarray | list[list[float]], title: str, path: P
     return path
 
 
+def progress_line(window: int, last: int, seconds: float, accuracies: list[float], bar: int = 16) -> str:
+    """One fixed-width line per finished window, however long the stream: a bar, the time,
+    accuracy over the windows seen so far and the worst of them (not one number per window)."""
+    seen = accuracies[: window + 1]
+    worst = min(range(len(seen)), key=seen.__getitem__)
+    filled = round(bar * window / max(last, 1))
+    digits = len(str(last))
+    return (f"window {window:>{digits}}/{last} [{'#' * filled}{'.' * (bar - filled)}] {seconds:6.2f}s  "
+            f"acc(seen) {sum(seen) / len(seen):.3f}  worst w{worst} {seen[worst]:.3f}")
+
+
 def matrix_csv(matrix: np.ndarray) -> str:
     r = np.asarray(matrix)
     header = "after," + ",".join(f"w{j}" for j in range(r.shape[1]))
@@ -77,20 +88,26 @@ def read_continual_csv(path: Path) -> list:
 
 def continual_curves(curves: dict[str, list], path: Path) -> Path:
     """Accuracy on each window over optimizer steps, one panel per method: the stability
-    gap shows as the dip in old windows' accuracy at the start of each new window."""
+    gap shows as the dip in old windows' accuracy at the start of each new window.
+
+    A method that takes no optimizer step (error_memory) has every point at step 0: its
+    panel is drawn over evaluation points instead (before and after each window), and says so."""
     fig, axes = plt.subplots(len(curves), 1, figsize=(9, 2.6 * len(curves)), squeeze=False)
     for ax, (name, points) in zip(axes[:, 0], curves.items()):
+        stepless = len({p.step for p in points}) <= 1
+        xs = list(range(len(points))) if stepless else [p.step for p in points]
         width = max(p.window for p in points) + 1
         for j in range(width):
-            seen = [p for p in points if p.window >= j]
-            ax.plot([p.step for p in seen], [p.accuracies[j] for p in seen], label=f"w{j}", linewidth=1.2)
+            seen = [(x, p) for x, p in zip(xs, points) if p.window >= j]
+            ax.plot([x for x, _ in seen], [p.accuracies[j] for _, p in seen], label=f"w{j}", linewidth=1.2,
+                    marker="o" if stepless else None, markersize=3)
         for window in sorted({p.window for p in points}):
-            start = next(p.step for p in points if p.window == window)
+            start = next(x for x, p in zip(xs, points) if p.window == window)
             ax.axvline(start, color="grey", linewidth=0.6, linestyle=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("accuracy")
-        ax.set_title(name)
-        ax.legend(loc="center right", fontsize=8, ncol=1)
+        ax.set_title(f"{name} (no optimizer steps: before and after each window)" if stepless else name)
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, ncol=1 + width // 12)
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
@@ -99,15 +116,18 @@ def continual_curves(curves: dict[str, list], path: Path) -> Path:
 
 
 def headline_bars(summaries: dict[str, dict], metrics: list[str], path: Path) -> Path:
-    """Bar chart of headline metrics across methods, error bars = std over seeds."""
-    names = list(summaries)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.2), squeeze=False)
+    """Horizontal bars of headline metrics across methods (names on the y axis never
+    overlap however many methods), error bars = std over seeds, best of the first metric on top."""
+    names = list(summaries)[::-1]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.2 + 2.6 * len(metrics), 1.0 + 0.3 * len(names)),
+                             squeeze=False, sharey=True)
     for ax, metric in zip(axes[0], metrics):
         means = [summaries[n]["mean"][metric] for n in names]
         stds = [summaries[n]["std"][metric] for n in names]
-        ax.bar(names, means, yerr=stds, capsize=3, color="tab:blue")
+        ax.barh(names, means, xerr=stds, capsize=2, color="tab:blue")
+        ax.axvline(0, color="black", linewidth=0.6)
         ax.set_title(metric)
-        ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)

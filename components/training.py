@@ -106,4 +106,5 @@ def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 2048) ->
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     if len(y) == 0:
         raise ValueError("accuracy on an empty test set is undefined")
-    return float((predict_logits(model, x).argmax(dim=1) == y).float().mean())
+    # correct / rows in float64: exact, where a float32 mean shows as 0.8999999761581421
+    return int((predict_logits(model, x).argmax(dim=1) == y).sum()) / len(y)

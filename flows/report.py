@@ -6,10 +6,11 @@ import json
 import sys
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from components.comparison import COLUMNS, HEADERS, summaries_from_metrics, table_rows
+from components.comparison import HEADERS, champions, shown_columns, summaries_from_metrics, table_rows
 from components.config import load_params
 from components.errors import SlowfastError
 from components.layout import Layout
@@ -18,24 +19,35 @@ from adapters.mlflow_store import store_uri
 
 
 def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> bool:
-    """The table from results/compare.json, best first; False when there is none yet."""
+    """The table from results/compare.json, best first, within 120 columns; False when
+    there is none yet."""
     path = Path(root) / "results" / "compare.json"
     if not path.is_file():
         return False
     records = json.loads(path.read_text())
+    summaries = summaries_from_metrics(records)
+    references = {name: str(m.get("reference") or "") for name, m in records.items()}
+    columns, notes = shown_columns(summaries)
     timings = _timings(Path(root), list(records))
-    table = Table(title="slow-fast methods, best first (results/compare.md)")
+    table = Table(title="slow-fast methods, best first (results/compare.md)", box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("method", no_wrap=True)
-    for column in COLUMNS:
+    for column in columns:
         table.add_column(HEADERS.get(column, column), justify="right", no_wrap=True)
     if timings:
         table.add_column("s/window", justify="right", no_wrap=True)
-    for row in table_rows(summaries_from_metrics(records), list(records), sep="±"):
-        table.add_row(*row, *([timings.get(row[0], "")] if timings else []))
+    for row in table_rows(summaries, list(records), sep="±", columns=columns, references=references):
+        name = row[0].removesuffix(" (ref)")
+        table.add_row(*row, *([timings.get(name, "")] if timings else []))
     # Logs and pipes get a width that fits the table; a terminal keeps its own.
-    console = console or Console(width=None if sys.stdout.isatty() else 150)
+    console = console or Console(width=None if sys.stdout.isatty() else 120)
     console.print(table)
-    console.print(f"champion: {next(iter(records))} (MLflow registry alias 'champion')")
+    for name, why in references.items():
+        if why:
+            console.print(f"(ref) {name}: {why}; compared, never champion", soft_wrap=False)
+    for note in notes:
+        console.print(note)
+    champion = champions(list(records), references)[0]
+    console.print(f"champion: {champion} (MLflow registry alias 'champion')")
     return True
 
 

@@ -18,7 +18,7 @@ alive() { [ -f "$run_dir/$1.pid" ] && kill -0 "$(cat "$run_dir/$1.pid")" 2>/dev/
 up() {
   scripts/setup.sh
   if ! alive server; then
-    prefect server start --host 127.0.0.1 --port "$port" > "$run_dir/server.log" 2>&1 &
+    setsid prefect server start --host 127.0.0.1 --port "$port" > "$run_dir/server.log" 2>&1 &
     echo $! > "$run_dir/server.pid"
   fi
   python scripts/wait_for_url.py "$PREFECT_API_URL/health" 90 \
@@ -31,7 +31,8 @@ up() {
   prefect --no-prompt deploy --all > "$run_dir/deploy.log" 2>&1 \
     || { echo "error: prefect deploy failed; see $run_dir/deploy.log" >&2; exit 1; }
   if ! alive worker; then
-    prefect worker start --pool slowfast --type process > "$run_dir/worker.log" 2>&1 &
+    # its own process group: `down` stops the worker and the flow runs it started together
+    setsid prefect worker start --pool slowfast --type process > "$run_dir/worker.log" 2>&1 &
     echo $! > "$run_dir/worker.pid"
   fi
   echo "Prefect UI:  http://127.0.0.1:$port   (export PREFECT_API_URL=$PREFECT_API_URL)"
@@ -40,17 +41,36 @@ up() {
   echo "Worker log:  $run_dir/worker.log"
 }
 
-down() {
-  for name in worker server; do
-    if alive "$name"; then kill "$(cat "$run_dir/$name.pid")" && echo "stopped $name"; fi
-    rm -f "$run_dir/$name.pid"
+# Stop a process group started by `up`: SIGTERM, wait up to 30 s for every member to exit,
+# then SIGKILL; report only once it is gone.
+stop() {
+  local name=$1 pid
+  if ! alive "$name"; then rm -f "$run_dir/$name.pid"; return; fi
+  pid=$(cat "$run_dir/$name.pid")
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do
+    kill -0 -- "-$pid" 2>/dev/null || break
+    sleep 0.5
   done
+  if kill -0 -- "-$pid" 2>/dev/null; then
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    sleep 0.5
+    echo "stopped $name (pid $pid; killed after 30 s)"
+  else
+    echo "stopped $name (pid $pid)"
+  fi
+  rm -f "$run_dir/$name.pid"
+}
+
+down() {
+  stop worker
+  stop server
 }
 
 status() {
   alive server || { echo "server: not running (scripts/ops.sh up)"; exit 1; }
-  prefect deployment ls
-  prefect flow-run ls --limit 10
+  if alive worker; then echo "worker: running (pid $(cat "$run_dir/worker.pid"))"; else echo "worker: not running"; fi
+  python scripts/ops_status.py
   python -c 'from components.config import load_params; from components.ops.state import load_ops_state, summary_line
 p = load_params("params.yaml"); s = load_ops_state(f".slowfast/ops/{p.stream.name}")
 print(summary_line(s) if s else "live loop: not started (run the ingest deployment)")'

@@ -14,14 +14,17 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import save_json
-from components.comparison import COLUMNS, HEADERS, markdown_table, rank_methods, table_rows
+from components.comparison import (
+    COLUMNS, HEADERS, HEADLINE, champions, markdown_table, rank_methods, shown_columns, table_rows,
+)
 from components.config import load_params
+from components.methods import entry_config, method_type
 from components.errors import SlowfastError
 from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
 from components.layout import REPO_ROOT, Layout
 from adapters import mlflow_store as tracking
 
-HEADLINE = ["acc", "bwt", "forgetting", "wc_acc"]
+BARS = ["acc", "bwt", "forgetting", "wc_acc"]
 
 
 def _load_summaries(layout: Layout, methods: list[str]) -> dict[str, dict]:
@@ -35,16 +38,15 @@ def _load_summaries(layout: Layout, methods: list[str]) -> dict[str, dict]:
 
 
 def _write_plot_data(layout: Layout, summaries: dict[str, dict], order: list[str]) -> Path:
-    """Files that `dvc plots show` renders (declared under `plots:` in dvc.yaml)."""
+    """results/plots/: headline.csv (the table's means, for other tools) and figures/, the
+    PNGs that `dvc plots show` renders (dvc.yaml `plots:`). Images, not Vega specs: DVC's
+    HTML loads Vega from a CDN, so offline its charts render as nothing."""
     plots = layout.plots
     shutil.rmtree(plots, ignore_errors=True)
-    (plots / "continual").mkdir(parents=True)
+    plots.mkdir(parents=True)
     lines = ["method," + ",".join(COLUMNS)]
     lines += [f"{n}," + ",".join(f"{summaries[n]['mean'][c]:.6f}" for c in COLUMNS) for n in order]
     (plots / "headline.csv").write_text("\n".join(lines) + "\n")
-    for name in order:
-        seed = summaries[name]["seeds"][0]
-        shutil.copy(layout.seed_results(name, seed) / "continual.csv", plots / "continual" / f"{name}.csv")
     return plots
 
 
@@ -69,6 +71,23 @@ def _model_version(layout: Layout, name: str, summary: dict) -> str:
     return found
 
 
+def _write_headline_metrics(layout: Layout, summaries: dict[str, dict], order: list[str]) -> None:
+    """results/metrics/<method>.json, DVC's metrics: a few means per method, so `dvc metrics
+    show` prints one short row per method and `dvc exp show --only-changed` the methods a
+    change moved (stds, fast-state size and the matrix stay in compare.json and results/methods)."""
+    shutil.rmtree(layout.headline_metrics, ignore_errors=True)
+    for name in order:
+        save_json({c: round(summaries[name]["mean"][c], 4) for c in HEADLINE}, layout.headline_metrics / f"{name}.json")
+
+
+def _version_description(method: str, summary: dict, metric: str, alias: str, stream: str) -> str:
+    mean, std = summary["mean"], summary["std"]
+    figures = ", ".join(f"{c} {mean[c]:.3f} ± {std[c]:.3f}" for c in HEADLINE)
+    return (f"{method} on {stream} ({alias} by {metric}; seed {summary['seeds'][0]}'s model). "
+            f"Over seeds {summary['seeds']}: {figures}. Input: float32 rows of the stream's features; "
+            "output: class probabilities (README 'Serving').")
+
+
 @task(name="compare-methods", cache_policy=NO_CACHE)
 def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     params = load_params(Path(root) / params_path)
@@ -76,25 +95,32 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     summaries = _load_summaries(layout, list(params.methods))
     metric = params.compare.champion_metric
     order = rank_methods({n: s["mean"] for n, s in summaries.items()}, metric)
-    table = markdown_table(summaries, order)
+    references = {n: method_type(n, entry_config(params.methods, n)).reference for n in order}
+    crowned = champions(order, references)
+    table = markdown_table(summaries, order, references)
     seeds = summaries[order[0]]["seeds"]
 
     metrics = {
         n: {c: summaries[n]["mean"][c] for c in COLUMNS}
         | {f"{c}_std": summaries[n]["std"][c] for c in COLUMNS}
-        | {"n_seeds": len(summaries[n]["seeds"])}
+        | {"n_seeds": len(summaries[n]["seeds"]), "reference": references[n]}
         for n in order
     }
     save_json(metrics, layout.compare_json, sort_keys=False)
-    note = f"Methods on `{params.stream.name}`, best {metric} first; mean ± std over seeds {seeds}.\n\n"
+    _write_headline_metrics(layout, summaries, order)
+    note = (f"Methods on `{params.stream.name}`, best {metric} first; mean ± std over seeds {seeds}. "
+            f"Champion: {crowned[0]}.\n\n")
     layout.compare_md.write_text(note + table)
     plots = _write_plot_data(layout, summaries, order)
 
     name = tracking.registered_model_name(params.stream.name)
     c = tracking.client()
     try:
-        for alias, method in zip(("champion", "challenger"), order):
-            c.set_registered_model_alias(name, alias, _model_version(layout, name, summaries[method]))
+        for alias, method in zip(("champion", "challenger"), crowned):
+            version = _model_version(layout, name, summaries[method])
+            c.set_registered_model_alias(name, alias, version)
+            c.update_model_version(name, version, description=_version_description(
+                method, summaries[method], metric, alias, params.stream.name))
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "
@@ -103,7 +129,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
 
     run_id = tracking.start_run(
         params.stream.name, "comparison",
-        tags={"phase": "compare", "champion": order[0], "champion_metric": metric,
+        tags={"phase": "compare", "champion": crowned[0], "champion_metric": metric,
               "stream_hash": summaries[order[0]]["stream_hash"]},
     )
     figures = plots / "figures"
@@ -115,7 +141,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
         m: read_continual_csv(layout.seed_results(m, summaries[m]["seeds"][0]) / "continual.csv") for m in order
     }
     continual_curves(curves, figures / "continual_accuracy.png")
-    headline_bars({m: summaries[m] for m in order}, HEADLINE, figures / "headline_metrics.png")
+    headline_bars({m: summaries[m] for m in order}, BARS, figures / "headline_metrics.png")
     tracking.log_text(run_id, table, "comparison.md")
     tracking.log_artifact(run_id, plots / "headline.csv")
     tracking.log_artifact(run_id, layout.compare_json)
@@ -123,11 +149,12 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
         tracking.log_artifact(run_id, figure, "figures")
     tracking.end_run(run_id)
 
-    headers = ["method"] + [HEADERS.get(col, col) for col in COLUMNS]
+    columns, _ = shown_columns(summaries)
+    headers = ["method"] + [HEADERS.get(col, col) for col in columns]
     create_table_artifact(
         key="slowfast-comparison",
-        table=[dict(zip(headers, row)) for row in table_rows(summaries, order)],
-        description=f"{params.stream.name}: best {metric} first; champion {order[0]}",
+        table=[dict(zip(headers, row)) for row in table_rows(summaries, order, columns=columns, references=references)],
+        description=f"{params.stream.name}: best {metric} first; champion {crowned[0]} ((ref): reference, never champion)",
     )
     experiment = tracking.experiment_id(params.stream.name)
     create_link_artifact(
@@ -135,4 +162,4 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
         link=f"{params.tracking.ui_url.rstrip('/')}/#/experiments/{experiment}/runs/{run_id}",
         link_text=f"MLflow comparison run ({params.stream.name})",
     )
-    return {"order": order, "summaries": summaries, "metric": metric, "run_id": run_id}
+    return {"order": order, "champions": crowned, "summaries": summaries, "metric": metric, "run_id": run_id}

@@ -57,6 +57,11 @@ def live_model_name(stream: str) -> str:
     return tracking.registered_model_name(stream) + "-live"
 
 
+def live_experiment(stream: str) -> str:
+    """The live loop's runs have an experiment of their own, apart from the comparison's."""
+    return f"{stream}-live"
+
+
 def open_live(params_path: str, root: str) -> Live:
     """The loop's state for the configured stream, created on first use from the pretrained
     slow model (which becomes the first champion)."""
@@ -86,7 +91,7 @@ def open_live(params_path: str, root: str) -> Live:
     save_state({"method": None, "base": state.base_digest}, live.champion)
     first = live.method(None, 1)
     accuracy = seen_accuracy(first.predictor(), live.view(1))
-    run_id = tracking.start_run(p.stream.name, "live-start", tags={"phase": "live-start", "method": p.ops.method})
+    run_id = tracking.start_run(live_experiment(p.stream.name), "live-start", tags={"phase": "live-start", "method": p.ops.method})
     version = _register(live, first, run_id, "champion", {"window": "0", "origin": "pretrain"})
     state.champion = Release(version=version, window=0, acc_seen=accuracy, run_id=run_id)
     live.save()
@@ -100,7 +105,7 @@ def _register(live: Live, method: Method, run_id: str, alias: str, tags: dict[st
     name = live_model_name(stream.manifest.name)
     version = tracking.log_and_register_model(
         run_id, method.predictor(), stream.window(0).x_test[:4].cpu().numpy(), name,
-        {"method": live.state.method, "stream_hash": stream.manifest.content_hash, **tags},
+        {"method": live.state.method, "stream_hash": stream.manifest.content_hash, **tags}, stream.manifest.class_names,
     )
     tracking.client().set_registered_model_alias(name, alias, version)
     return version
@@ -142,7 +147,7 @@ def fast_adapt(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> 
             "stream_hash": live.workspace.stream.manifest.content_hash}
     if state.active_run is not None:
         tags["resumed_from"] = state.active_run
-    run_id = tracking.start_run(state.stream, "fast-adapt", tags=tags, params={"windows": str(pending)})
+    run_id = tracking.start_run(live_experiment(state.stream), "fast-adapt", tags=tags, params={"windows": str(pending)})
     state.active_run = run_id
     live.save()
     for k, metrics in sorted(state.pending_metrics.items()):  # absorbed by a killed run, never logged
@@ -214,7 +219,7 @@ def consolidate(params_path: str = "params.yaml", root: str = str(REPO_ROOT), tr
     candidate_acc, champion_acc = seen_accuracy(candidate.predictor(), view), seen_accuracy(champion.predictor(), view)
     promoted, reason = promotion(candidate_acc, champion_acc, p.ops.promotion_tolerance, k)
     run_id = tracking.start_run(
-        state.stream, "consolidate",
+        live_experiment(state.stream), "consolidate",
         tags={"phase": "consolidate", "method": state.method, "trigger": trigger,
               "decision": "promoted" if promoted else "refused", "reason": reason},
     )
@@ -250,7 +255,7 @@ def retrain_slow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -
     champion_acc = seen_accuracy(live.champion_method(n).predictor(), view)
     fresh_acc = seen_accuracy(model, view)
     promoted, reason = promotion(fresh_acc, champion_acc, p.ops.promotion_tolerance, n - 1)
-    run_id = tracking.start_run(state.stream, "pretrain-slow", tags={
+    run_id = tracking.start_run(live_experiment(state.stream), "pretrain-slow", tags={
         "phase": "pretrain-slow", "decision": "promoted" if promoted else "refused", "reason": reason})
     tracking.log_metrics(run_id, {"candidate_acc_seen": fresh_acc, "champion_acc_seen": champion_acc}, step=n - 1)
     state.retrained = n - 1

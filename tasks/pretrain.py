@@ -42,6 +42,7 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
     version = tracking.log_and_register_model(
         run_id, model, ctx.stream.window(0).x_test[:4].cpu().numpy(),
         tracking.registered_model_name(manifest.name), {"method": "pretrain", "stream_hash": manifest.content_hash},
+        manifest.class_names,
     )
     facts = {"mlflow_run_id": run_id, "model_version": version, "seconds": seconds}
     save_json(facts, ctx.layout.pretrain_record)

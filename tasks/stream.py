@@ -24,7 +24,7 @@ from components.errors import SlowfastError
 from components.checkpoint import load_state, save_json, save_state
 from components.evaluation import ContinualEvaluator
 from components.methods import entry_config, load_method, method_files, method_type, parse_method_config
-from components.plots import accuracy_heatmap, continual_csv, matrix_csv
+from components.plots import accuracy_heatmap, continual_csv, matrix_csv, progress_line
 from components.progress import (
     Progress, WindowRecord, begin_flow, end_flow, file_digest, fingerprint, finished_by_flow, load_progress, resumable,
     save_progress, stage_code_digest,
@@ -187,12 +187,15 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         return OpenedRun(finished=_restore_finished_seed(ws, unit, previous))
     if previous is not None and not previous.complete:
         tracking.mark_interrupted(previous.run_id)  # its process died: nothing else will end it
+    kind = method_type(entry, entry_config(p.methods, entry))
+    params = {"method": entry, "method_type": kind.name, "reference": kind.reference or "no", "seed": seed,
+              **{f"method.{k}": v for k, v in kind.used_config(config).items() if k != "method"},
+              "model": p.model.model_dump(), "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"}
     tags = {
-        "method": entry, "method_type": config.method or entry, "seed": str(seed), "stream": manifest.name,
-        "stream_hash": manifest.content_hash, "phase": "stream",
+        "method": entry, "method_type": kind.name, "seed": str(seed), "stream": manifest.name,
+        "stream_hash": manifest.content_hash, "phase": "stream", "fingerprint": current,
+        "params_digest": fingerprint(params)[:16],  # the same knobs give the same digest, run after run
     }
-    params = {"method": config.model_dump(exclude_none=True), "seed": seed, "model": p.model.model_dump(),
-              "evaluation": p.evaluation.model_dump(), "slow_model": "models/slow/model.pt"}
     if resumable(previous, current):
         assert previous is not None
         tags |= {"resumed_from": previous.run_id, "resumed_at_window": str(previous.next_window)}
@@ -253,12 +256,8 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, wor
     progress.windows.append(record)
     save_progress(directory, progress)
     _log_window(ws, unit, parent_run_id, record, progress)
-    accs = " ".join(f"{a:.2f}" for a in result.accuracies[: window + 1])
-    say(
-        f"[{entry} seed {seed}] window {window}/{ws.stream.num_windows - 1}  {result.seconds:5.2f}s  "
-        f"acc(seen) {result.seen_accuracy:.3f}  per window: {accs}",
-        flush=True,
-    )
+    say(f"[{entry} seed {seed}] {progress_line(window, ws.stream.num_windows - 1, result.seconds, result.accuracies)}",
+        flush=True)
     return record
 
 
@@ -291,6 +290,7 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
         record["model_version"] = tracking.log_and_register_model(
             opened.run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
             {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash, "fingerprint": record["fingerprint"]},
+            manifest.class_names,
         )  # ends the parent run as FINISHED
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
     else:

@@ -159,8 +159,8 @@ def test_error_memory_fixes_a_stored_mistake_without_changing_any_weight(tiny_ro
     method.learn_window(window)
     assert all(torch.equal(v, weights[k]) for k, v in method.slow.state_dict().items())
     assert method.memory.size == 50  # bounded: the newest 50 mistakes
-    stored = method.memory.x[:50]
-    labels = method.memory.y[:50]
+    stored = method.rows.x[:50]
+    labels = method.rows.y[:50]
     fixed = predict_logits(method.predictor(), stored).argmax(1)
     assert (fixed == labels).float().mean() == 1.0
     reloaded, _ = _method(tiny_root, "error_memory", raw={"capacity": 50, "retrieval": retrieval})
@@ -183,7 +183,7 @@ def test_error_memory_lsh_totals_match_the_ring(tiny_root):
 def test_error_memory_bucket_rows_are_the_bits_of_the_projection_signs():
     """Bucket row of table t = t * 2^bits + sum_b 2^b [projection_b > 0], whatever trick computes it."""
     tables, bits, n = 3, 5, 64
-    memory = ErrorMemory(10, 8, 4, 6, torch.device("cpu"), hash_bits=bits, tables=tables)
+    memory = ErrorMemory(10, 8, 4, torch.device("cpu"), hash_bits=bits, tables=tables)
     projected = torch.randn(tables * bits, n, generator=torch.Generator().manual_seed(1))
     positive = (projected > 0).long().view(tables, bits, n)
     expected = (positive * (2 ** torch.arange(bits)).view(1, bits, 1)).sum(1) + (torch.arange(tables) * 2**bits).view(tables, 1)
@@ -210,7 +210,7 @@ def test_error_memory_never_exceeds_its_bound_and_drops_the_oldest(tiny_root):
     method.learn_window(stream.window(1))
     method.learn_window(stream.window(2))
     assert method.memory.size == 30
-    assert set(method.memory.y[:30].tolist()) <= {6, 7}  # window 1's entries are gone
+    assert set(method.rows.y[:30].tolist()) <= {6, 7}  # window 1's entries are gone
 
 
 def test_ilora_slow_adapter_is_the_ema_of_the_fast_adapters_history(tiny_root):

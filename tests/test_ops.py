@@ -51,7 +51,7 @@ def live(prefect_api_url, tmp_path_factory):
 
 
 def _runs(client: MlflowClient, phase: str):
-    experiment = client.get_experiment_by_name(STREAM)
+    experiment = client.get_experiment_by_name(f"{STREAM}-live")
     return client.search_runs([experiment.experiment_id], f"tags.phase = '{phase}'", order_by=["attributes.start_time ASC"])
 
 

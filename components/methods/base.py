@@ -75,6 +75,10 @@ class Method(ABC):
     # load_state_dict (an object with its own state_dict, a dict of tensors, or a plain value)
     # and counted as the fast state's bytes unless `fast_state_bytes` says otherwise.
     state_attributes: ClassVar[tuple[str, ...]] = ()
+    # Non-empty for a reference point rather than a method to deploy (joint: the
+    # retrain-on-everything upper bound; finetune: the lower bound). The comparison shows
+    # it, marked, and never crowns it champion.
+    reference: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -91,6 +95,11 @@ class Method(ABC):
         self.context = context
         self.windows_learned: list[int] = []
         self._samples_seen = 0
+
+    @classmethod
+    def used_config(cls, config: MethodConfig) -> dict[str, Any]:
+        """The knobs this configuration actually uses (what its tracking run records)."""
+        return config.model_dump(exclude_none=True)
 
     def learn_window(self, window: Window) -> WindowReport:
         """One window: the method's fast step and consolidation (`absorb`), then the shared

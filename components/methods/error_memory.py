@@ -55,10 +55,12 @@ class ErrorMemoryConfig(MethodConfig):
 
 
 class ErrorMemory(nn.Module):
-    """Ring buffer of (bucket codes, error, x, y) plus per-bucket error totals."""
+    """Ring buffer of (bucket codes or keys, error) plus per-bucket error totals: what serving
+    needs. The training rows behind the entries live beside it in the method (`RowStore`),
+    so the served model carries no training data."""
 
     def __init__(
-        self, capacity: int, key_dim: int, num_classes: int, in_dim: int, device: torch.device,
+        self, capacity: int, key_dim: int, num_classes: int, device: torch.device,
         hash_bits: int = 14, tables: int = 8, seed: int = 0, exact: bool = False,
     ) -> None:
         super().__init__()
@@ -79,8 +81,6 @@ class ErrorMemory(nn.Module):
         self.register_buffer("offsets", offsets.view(tables, 1, 1).to(device), persistent=False)
         self.register_buffer("codes", torch.zeros(capacity, tables, dtype=torch.long, device=device))
         self.register_buffer("errors", torch.zeros(capacity, num_classes, device=device))
-        self.register_buffer("x", torch.zeros(capacity, in_dim, device=device))
-        self.register_buffer("y", torch.zeros(capacity, dtype=torch.long, device=device))
         self.register_buffer("center", torch.zeros(key_dim, device=device))
         self.register_buffer("bias", torch.zeros(tables * hash_bits, device=device))  # -center @ planes
         # per bucket: the stored errors' sum and, in the last column, how many entries
@@ -114,18 +114,21 @@ class ErrorMemory(nn.Module):
         self.center.copy_(center)
         self.bias.copy_(-(self.center @ self.planes))
 
-    def add(self, features: torch.Tensor, errors: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
-        if len(features) > self.capacity:  # only the newest rows can stay
-            features, errors, x, y = (t[-self.capacity :] for t in (features, errors, x, y))
+    def add(self, features: torch.Tensor, errors: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Store entries; returns (their ring slots, how many leading entries were dropped
+        because only the newest `capacity` fit)."""
+        dropped = max(0, len(features) - self.capacity)
+        features, errors = features[dropped:], errors[dropped:]
         slots = (self.next + torch.arange(len(features), device=features.device)) % self.capacity
         if self.exact:
             self.keys[slots] = self.key(features)
         else:
             self.codes[slots] = self.hash(features).T
-        self.errors[slots], self.x[slots], self.y[slots] = errors, x, y
+        self.errors[slots] = errors
         self.next = int((self.next + len(features)) % self.capacity)
         self.size = min(self.capacity, self.size + len(features))
         self.rebuild()
+        return slots, dropped
 
     def key(self, features: torch.Tensor) -> torch.Tensor:
         """exact: centred features on the unit sphere, compared by cosine similarity."""
@@ -165,6 +168,16 @@ class ErrorMemory(nn.Module):
         kernel = torch.exp((top - 1.0) / temperature)  # a far neighbour contributes nothing
         weights = kernel / kernel.sum(1, keepdim=True).clamp_min(1.0)
         return (weights.unsqueeze(2) * self.errors[index]).sum(1)
+
+
+class RowStore(nn.Module):
+    """The training rows behind the memory's entries, slot for slot: consolidation retrains
+    on them; serving never reads them."""
+
+    def __init__(self, capacity: int, in_dim: int, device: torch.device) -> None:
+        super().__init__()
+        self.register_buffer("x", torch.zeros(capacity, in_dim, device=device))
+        self.register_buffer("y", torch.zeros(capacity, dtype=torch.long, device=device))
 
 
 class CorrectedModel(nn.Module):
@@ -208,13 +221,23 @@ class ErrorMemoryMethod(Method):
     name = "error_memory"
     Config = ErrorMemoryConfig
 
+    @classmethod
+    def used_config(cls, config: MethodConfig) -> dict[str, Any]:
+        """Without consolidation no gradient step is taken: the training knobs are unused."""
+        used = super().used_config(config)
+        if not config.consolidate_every:  # type: ignore[attr-defined]
+            for knob in ("epochs", "lr", "batch_size", "masked_loss"):
+                used.pop(knob, None)
+        return used
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         c, stream = self.config, self.context.stream
         self.memory = ErrorMemory(
-            c.capacity, self.slow.head.in_features, stream.num_classes, stream.manifest.num_features, self.context.device,
+            c.capacity, self.slow.head.in_features, stream.num_classes, self.context.device,
             c.hash_bits, c.tables, c.hash_seed, exact=c.retrieval == "exact",
         )
+        self.rows = RowStore(c.capacity, stream.manifest.num_features, self.context.device)
 
     @torch.no_grad()
     def store_errors(self, window: Window) -> int:
@@ -227,7 +250,8 @@ class ErrorMemoryMethod(Method):
         if not self.memory.center.any():  # centre on the slow model's own data, once
             base = self.context.stream.window(0).x_train
             self.memory.set_center(torch.cat([self.slow.features(c) for c in base.split(2048)]).mean(0))
-        self.memory.add(features[keep], (target - probs)[keep], window.x_train[keep], window.y_train[keep])
+        slots, dropped = self.memory.add(features[keep], (target - probs)[keep])
+        self.rows.x[slots], self.rows.y[slots] = window.x_train[keep][dropped:], window.y_train[keep][dropped:]
         return int(keep.sum())
 
     def absorb(self, window: Window) -> dict[str, list[float]]:
@@ -236,13 +260,13 @@ class ErrorMemoryMethod(Method):
         every = self.config.consolidate_every
         if every and (len(self.windows_learned) + 1) % every == 0 and self.memory.size:  # + this window
             n = self.memory.size
-            losses["consolidate"] = self.fit(self.slow, self.memory.x[:n].clone(), self.memory.y[:n].clone())
+            losses["consolidate"] = self.fit(self.slow, self.rows.x[:n].clone(), self.rows.y[:n].clone())
             self.memory.clear()
         return losses
 
     def fast_state_bytes(self) -> int:
         m = self.memory
-        per_entry = sum(t[0].numel() * t.element_size() for t in (m.keys if m.exact else m.codes, m.errors, m.x, m.y))
+        per_entry = sum(t[0].numel() * t.element_size() for t in (m.keys if m.exact else m.codes, m.errors, self.rows.x, self.rows.y))
         tables = sum(t.numel() * t.element_size() for t in (m.totals, m.planes))
         return m.size * per_entry + tables
 
@@ -253,7 +277,7 @@ class ErrorMemoryMethod(Method):
         n = self.memory.size
         m = self.memory
         return super().state_dict() | {
-            "memory": {"keys": m.keys[:n], "codes": m.codes[:n], "errors": m.errors[:n], "x": m.x[:n], "y": m.y[:n], "next": m.next,
+            "memory": {"keys": m.keys[:n], "codes": m.codes[:n], "errors": m.errors[:n], "x": self.rows.x[:n], "y": self.rows.y[:n], "next": m.next,
                        "center": m.center, "planes": m.planes}
         }
 
@@ -261,8 +285,10 @@ class ErrorMemoryMethod(Method):
         super().load_state_dict(state)
         saved = state["memory"]
         n = len(saved["y"])
-        for name in ("keys", "codes", "errors", "x", "y"):
+        for name in ("keys", "codes", "errors"):
             getattr(self.memory, name)[:n] = saved[name].to(self.context.device)
+        for name in ("x", "y"):
+            getattr(self.rows, name)[:n] = saved[name].to(self.context.device)
         self.memory.planes.copy_(saved["planes"])
         self.memory.set_center(saved["center"])
         self.memory.size, self.memory.next = n, int(saved["next"])

@@ -10,6 +10,7 @@ from components.methods.base import Method
 
 class Joint(Method):
     name = "joint"
+    reference = "upper bound: retrains on every window seen so far"
 
     def absorb(self, window: Window) -> dict[str, list[float]]:
         seen = [self.context.stream.window(i) for i in (0, *self.windows_learned, window.index)]
