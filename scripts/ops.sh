@@ -32,8 +32,14 @@ up() {
     || { echo "error: prefect deploy failed; see $run_dir/deploy.log" >&2; exit 1; }
   if ! alive worker; then
     # its own process group: `down` stops the worker and the flow runs it started together
-    setsid prefect worker start --pool slowfast --type process > "$run_dir/worker.log" 2>&1 &
+    PREFECT_LOGGING_LEVEL=INFO setsid prefect worker start --pool slowfast --type process > "$run_dir/worker.log" 2>&1 &
     echo $! > "$run_dir/worker.pid"
+    for _ in $(seq 1 120); do  # report only a worker that is polling the pool
+      grep -q "started!" "$run_dir/worker.log" && break
+      alive worker || { echo "error: the worker exited at start; see $run_dir/worker.log" >&2; exit 1; }
+      sleep 0.5
+    done
+    grep -q "started!" "$run_dir/worker.log" || { echo "error: the worker did not start in 60 s; see $run_dir/worker.log" >&2; exit 1; }
   fi
   echo "Prefect UI:  http://127.0.0.1:$port   (export PREFECT_API_URL=$PREFECT_API_URL)"
   echo "Deployments: ingest (hourly), fast-adapt (every 15 min), consolidate (02:00), pretrain-slow (Sun 03:00),"
@@ -41,24 +47,25 @@ up() {
   echo "Worker log:  $run_dir/worker.log"
 }
 
-# Stop a process group started by `up`: SIGTERM, wait up to 30 s for every member to exit,
-# then SIGKILL; report only once it is gone.
+# Stop a process group started by `up` and report only once it is gone. Prefect's worker
+# answers a first SIGTERM with a graceful shutdown that can hang (seen alive minutes later)
+# and a second one by killing itself; whatever is left after that is killed.
 stop() {
-  local name=$1 pid
+  local name=$1 pid round
   if ! alive "$name"; then rm -f "$run_dir/$name.pid"; return; fi
   pid=$(cat "$run_dir/$name.pid")
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do
-    kill -0 -- "-$pid" 2>/dev/null || break
-    sleep 0.5
+  for round in TERM TERM KILL; do
+    kill "-$round" -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 20); do
+      kill -0 -- "-$pid" 2>/dev/null || break 2
+      sleep 0.5
+    done
   done
   if kill -0 -- "-$pid" 2>/dev/null; then
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    sleep 0.5
-    echo "stopped $name (pid $pid; killed after 30 s)"
-  else
-    echo "stopped $name (pid $pid)"
+    echo "error: $name (pid $pid) is still running after SIGKILL" >&2
+    return 1
   fi
+  echo "stopped $name (pid $pid)"
   rm -f "$run_dir/$name.pid"
 }
 

@@ -20,7 +20,7 @@ def _when(run) -> str:
 
 
 def main() -> None:
-    table = Table(title="deployments", pad_edge=False)
+    table = Table(title="deployments (times in UTC)")
     for column in ("deployment", "schedule", f"last {RECENT} runs (newest first)", "next"):
         table.add_column(column, overflow="fold")
     with get_client(sync_client=True) as client:
@@ -29,7 +29,7 @@ def main() -> None:
             past = client.read_flow_runs(
                 deployment_filter=only, sort=FlowRunSort.START_TIME_DESC, limit=RECENT,
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED])))),
+                    type=FlowRunFilterStateType(not_any_=[StateType.SCHEDULED]))),
             )
             upcoming = client.read_flow_runs(
                 deployment_filter=only, sort=FlowRunSort.EXPECTED_START_TIME_ASC, limit=1,
@@ -37,7 +37,8 @@ def main() -> None:
                     type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
             )
             schedules = ", ".join(
-                getattr(s.schedule, "cron", None) or str(getattr(s.schedule, "interval", "")) for s in deployment.schedules
+                getattr(s.schedule, "cron", None) or f"every {getattr(s.schedule, 'interval', '')}"
+                for s in deployment.schedules
             ) or "manual"
             recent = "; ".join(f"{_when(r)} {r.state_name}" for r in past) or "none yet"
             table.add_row(deployment.name, schedules, recent, _when(upcoming[0]) if upcoming else "-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -125,18 +127,47 @@ def test_the_mlflow_server_holds_runs_histories_artifacts_and_the_champion(proje
     champion = rest(base, "registered-models/alias", name="slowfast-tiny-classinc", alias="champion")
     compare = json.loads((project["root"] / "results" / "compare.json").read_text())
     version_tags = {t["key"]: t["value"] for t in champion["model_version"]["tags"]}
-    assert version_tags["method"] == next(iter(compare))
+    # the best method that is not a reference point (finetune is the lower bound)
+    assert compare["finetune"]["reference"] and not compare["lora"]["reference"]
+    assert version_tags["method"] == next(name for name, m in compare.items() if not m["reference"])
     assert champion["model_version"]["run_id"] in {r["info"]["run_id"] for r in runs}
+    assert "acc" in champion["model_version"]["description"] and "class probabilities" in champion["model_version"]["description"]
+
+    # the method is a param (the compare view groups by it); values are exact, not float32 noise
+    params = {p["key"]: p["value"] for p in rest(base, "runs/get", run_id=lora)["run"]["data"]["params"]}
+    assert params["method"] == "lora" and params["method.rank"] and params["reference"] == "no"
+    for key in ("acc_seen", "acc_w0", "cl_acc_w0"):
+        for point in rest(base, "metrics/get-history", run_id=lora, metric_key=key)["metrics"]:
+            value = point["value"]
+            assert not (float(np.float32(value)) == value and round(value, 6) != value), (key, value)
 
 
-def test_dvc_metrics_and_plots_show_the_pipeline_outputs(project):
-    metrics = project["run"]("dvc", "metrics", "show", "--json")
+def test_dvc_metrics_show_prints_a_short_row_per_method(project):
+    metrics = project["run"]("dvc", "metrics", "show")
     assert metrics.returncode == 0, metrics.stderr
-    assert "lora" in metrics.stdout and "acc_std" in metrics.stdout
+    lines = [line for line in metrics.stdout.splitlines() if line.strip()]
+    assert max(map(len, lines)) <= 120, metrics.stdout
+    for method in E2E_METHODS:
+        row = next(line for line in lines if f"results/metrics/{method}.json" in line)
+        assert len(row.split()) == 6  # the path, acc, bwt, forgetting, min_acc, wc_acc
+    assert "seconds" not in metrics.stdout and "_std" not in metrics.stdout
+
+
+def test_dvc_plots_show_renders_offline(project):
+    """DVC's HTML draws Vega charts with scripts from a CDN: offline they render as nothing.
+    The plots are PNG figures, embedded as images whose files are written beside the page."""
+    root = project["root"]
     plots = project["run"]("dvc", "plots", "show", "-o", "dvc_plots")
     assert plots.returncode == 0, plots.stderr
-    html = (project["root"] / "dvc_plots" / "index.html").read_text()
-    assert "continual" in html and "headline" in html
+    html = (root / "dvc_plots" / "index.html").read_text()
+    assert "<script" not in html and "http" not in html.replace("http-equiv", "")
+    images = re.findall(r'<img src="([^"]+)"', html)
+    expected = {"continual_accuracy.png", "headline_metrics.png", *(f"heatmap_{m}.png" for m in E2E_METHODS)}
+    assert {Path(urllib.parse.unquote(src)).name.removeprefix("workspace_results_plots_figures_")
+            for src in images} == expected
+    for src in images:
+        image = (root / "dvc_plots" / urllib.parse.unquote(src)).read_bytes()
+        assert image.startswith(b"\x89PNG")
 
 
 def _stream_runs(project) -> dict[str, str]:
@@ -215,6 +246,87 @@ def test_a_second_checkout_pulling_from_a_dvc_remote_has_nothing_to_rerun_and_a_
     assert forced.returncode == 0, forced.stderr[-2000:]
     changed = run("git", "status", "--porcelain").stdout.split("\n")
     assert [line for line in changed if line.strip()] == [], changed
+
+
+def test_dvc_exp_run_with_a_set_param_survives_the_yaml_rewrite_and_is_told_apart(project):
+    """`dvc exp run -S` rewrites params.yaml as YAML 1.1 (`"off"` becomes `off`, read as
+    false): the params still load, only the changed method trains, its runs carry the
+    experiment's name, and `dvc exp show --only-changed` shows what changed."""
+    from components.config import load_params
+
+    root, run = project["root"], project["run"]
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ops"] = {"drift": {"detector": "off"}}
+    write_params(root, params)
+    assert run(*git, "add", "-A").returncode == 0 and run(*git, "commit", "-qm", "ops").returncode == 0
+    before = _stream_runs(project)
+
+    exp = run("dvc", "exp", "run", "-n", "lora-epochs2", "-S", "methods.lora.epochs=2")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-2000:]
+    assert "detector: off" in (root / "params.yaml").read_text()  # DVC's rewrite, unquoted
+    assert load_params(root / "params.yaml").ops.drift.detector == "off"
+    assert "[finetune] unchanged since its results were written: kept" in exp.stdout
+    new = {run_id: method for run_id, method in _stream_runs(project).items() if run_id not in before}
+    assert sorted(new.values()) == ["lora"]
+    base = project["env"]["MLFLOW_TRACKING_URI"]
+    tags = {t["key"]: t["value"] for t in rest(base, "runs/get", run_id=next(iter(new)))["run"]["data"]["tags"]}
+    assert tags["dvc_exp"] == "lora-epochs2" and len(tags["params_digest"]) == 16
+
+    shown = run("dvc", "exp", "show", "--only-changed", "--csv")
+    assert shown.returncode == 0, shown.stderr
+    header = shown.stdout.splitlines()[0].split(",")
+    assert "methods.lora.epochs" in header
+    changed = run("git", "diff", "--quiet", "HEAD", "--", "results/metrics/lora.json").returncode == 1
+    assert ("results/metrics/lora.json:acc" in header) == changed  # shown exactly when lora's numbers moved
+    assert not [c for c in header if c.startswith(("results/metrics/finetune", "results/metrics/replay"))]
+    assert run("git", "checkout", "--", "params.yaml").returncode == 0
+
+
+def test_serving_the_champion_over_http_and_through_pyfunc(project, tmp_path):
+    """README "Serving": scripts/serve.sh runs `mlflow models serve` on @champion (with the
+    venv's bin off PATH, where a bare `mlflow models serve` exits 127 for want of uvicorn);
+    rows of features in, one probability per class out, class names in the model's metadata."""
+    import mlflow
+
+    root, env = project["root"], dict(project["env"])
+    (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != Path(sys.executable).parent)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen(["bash", "scripts/serve.sh", "", str(port)], cwd=root, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                time.sleep(1)
+        else:
+            pytest.fail("the scoring server did not answer /ping: " + (tmp_path / "serve.log").read_text()[-3000:])
+        manifest = json.loads((root / "data" / "streams" / "tiny-classinc" / "stream.json").read_text())
+        rows = np.random.default_rng(0).normal(size=(3, manifest["schema"]["x"]["size"])).round(3).tolist()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", json.dumps({"inputs": rows}).encode(),
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    probabilities = np.array(answer if isinstance(answer[0], list) else [list(r.values()) for r in answer])
+    assert probabilities.shape == (3, len(manifest["class_names"]))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+    mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model("models:/slowfast-tiny-classinc@champion")
+    assert model.metadata.metadata["class_names"] == manifest["class_names"]
+    local = model.predict(np.array(rows, dtype=np.float32))
+    np.testing.assert_allclose(np.asarray(local), probabilities, rtol=1e-5)
 
 
 def _users_table(path: Path, rows: int = 600, bad_row: int | None = None) -> None:
