@@ -207,7 +207,10 @@ def main() -> None:
     finally:
         shutil.rmtree(base, ignore_errors=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "parallel.json").write_text(json.dumps(results, indent=2))
+    path = RESULTS / "parallel.json"
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    kept = {part: earlier[part] for part in args.skip if part in earlier}  # skipped parts keep their last numbers
+    path.write_text(json.dumps(kept | results, indent=2))
 
 
 if __name__ == "__main__":

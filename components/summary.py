@@ -68,23 +68,46 @@ def curve_metrics(point: EvalPoint) -> dict[str, float]:
     return out
 
 
-def window_curve(record: WindowRecord) -> list[tuple[int, dict[str, float]]]:
+# Up to this many windows a run logs one metric per window j (acc_w<j>, cl_acc_w<j>): a row
+# of R per window, T^2 values over the stream. Past it, per window only fixed summaries
+# (acc_new, acc_worst, cl_acc_new, cl_acc_old), so a 200-window stream logs O(T) values;
+# the whole matrix and curve are the run's artifacts (accuracy_matrix.csv, continual.csv).
+PER_WINDOW_METRICS_UP_TO = 16
+
+
+def compact_metrics(num_windows: int) -> bool:
+    return num_windows > PER_WINDOW_METRICS_UP_TO
+
+
+def window_curve(record: WindowRecord, compact: bool = False) -> list[tuple[int, dict[str, float]]]:
     """(step, metrics) of a window's continual points. The pre-window point shares its step
     with the previous window's last point (the same model): only the new window's accuracy
     is new there, so each metric has one value per step."""
+    new = f"cl_acc_w{record.window}"
     curve = [(p.step, curve_metrics(p)) for p in map(EvalPoint.from_dict, record.points)]
+    if compact:
+        curve = [(step, {"cl_acc_new": m[new], **({"cl_acc_old": m["cl_acc_old"]} if "cl_acc_old" in m else {})})
+                 for step, m in curve]
+        new = "cl_acc_new"
     if record.window > 1 and curve:
-        curve[0] = (curve[0][0], {f"cl_acc_w{record.window}": curve[0][1][f"cl_acc_w{record.window}"]})
+        curve[0] = (curve[0][0], {new: curve[0][1][new]})
     return curve
 
 
-def window_points(record: WindowRecord, earlier: Sequence[WindowRecord]) -> list[tuple[int, dict[str, float]]]:
+def window_points(record: WindowRecord, earlier: Sequence[WindowRecord], num_windows: int = 0) -> list[tuple[int, dict[str, float]]]:
     """Everything window `record` adds to its seed's run, as (step, metrics) for one batched
     call: its scalars at step = window, its continual points at their optimizer steps, and
     its per-epoch losses continuing the stream's loss curves (step = epochs so far, counted
-    over `earlier` windows, so a resumed run logs the same steps)."""
-    scalars = {(f"window/{k}" if k in RUN_TOTALS else k): v for k, v in record.summary.items()}
-    points = [(record.window, scalars | {"window/train_rows": float(record.train_rows)}), *window_curve(record)]
+    over `earlier` windows, so a resumed run logs the same steps). A stream of more than
+    PER_WINDOW_METRICS_UP_TO windows logs fixed summaries instead of a value per window."""
+    compact = compact_metrics(num_windows)
+    scalars = {(f"window/{k}" if k in RUN_TOTALS else k): v for k, v in record.summary.items()
+               if not (compact and k.startswith("acc_w") and k[5:].isdigit())}
+    if compact:
+        seen = record.accuracies[: record.window + 1]
+        scalars |= {"acc_new": record.accuracies[record.window], "acc_worst": min(seen)}
+    points = [(record.window, scalars | {"window/train_rows": float(record.train_rows)}),
+              *window_curve(record, compact)]
     for phase, values in sorted(record.losses.items()):
         offset = sum(len(w.losses.get(phase, [])) for w in earlier)
         points += [(offset + i, {f"loss_{phase}": v}) for i, v in enumerate(values)]

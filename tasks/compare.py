@@ -121,6 +121,8 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
             c.set_registered_model_alias(name, alias, version)
             c.update_model_version(name, version, description=_version_description(
                 method, summaries[method], metric, alias, params.stream.name))
+            for column in HEADLINE:  # the registry's version list shows tags: the numbers at a glance
+                c.set_model_version_tag(name, version, column, f"{summaries[method]['mean'][column]:.4f}")
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "

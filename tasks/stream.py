@@ -33,7 +33,7 @@ from components.protocol import absorb_window
 from components.evaluation import evaluate_windows
 from components.runtime import peak_memory_mb, window_seed
 from components.summary import (
-    UNIT_COSTS, SeedResult, method_summary, seed_result, split_facts, window_metrics, window_points,
+    UNIT_COSTS, SeedResult, compact_metrics, method_summary, seed_result, split_facts, window_metrics, window_points,
 )
 from components.workspace import Unit, Workspace, open_workspace
 
@@ -218,7 +218,8 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
         shutil.rmtree(directory, ignore_errors=True)
         tracking.log_stream_input(run_id, manifest, ws.stream.root, "stream")
-        tracking.log_metrics(run_id, {f"acc_w{j}": a for j, a in enumerate(baseline)} | {"acc_seen": baseline[0]}, step=0)
+        row = {} if compact_metrics(ws.stream.num_windows) else {f"acc_w{j}": a for j, a in enumerate(baseline)}
+        tracking.log_metrics(run_id, row | {"acc_seen": baseline[0]}, step=0)
         progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
@@ -266,7 +267,7 @@ def _log_window(ws: Workspace, unit: Unit, parent_run_id: str, record: WindowRec
     call (one per 1,000 values), then the record is marked logged (one write of progress.json).
     A run per window would cost seven calls: on a 200-window stream, more than the training."""
     earlier = [w for w in progress.windows if w.window < record.window]
-    tracking.log_points(parent_run_id, window_points(record, earlier))
+    tracking.log_points(parent_run_id, window_points(record, earlier, ws.stream.num_windows))
     record.logged = True
     save_progress(ws.layout.seed_state(unit.entry, unit.seed), progress)
 
