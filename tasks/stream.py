@@ -42,6 +42,9 @@ class UnitFailed(SlowfastError):
 
 
 SEED_FILES = ("metrics.json", "accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv")
+# A unit sends its finished windows' metrics at most this often (and after the last window):
+# a window that takes longer is sent on its own, as soon as it ends.
+FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -165,8 +168,12 @@ def _run_unit(unit: Unit, flow_id: str, register: bool, work: list[float]) -> tu
         return opened.finished, False
     try:
         windows = opened.windows  # finished by an interrupted run of the same work
+        flushed = time.monotonic()
         for k in range(len(windows) + 1, opened.num_windows):
-            windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work))
+            windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work, log=False))
+            if time.monotonic() - flushed >= FLUSH_SECONDS or k == opened.num_windows - 1:
+                log_unlogged(unit, opened.run_id)
+                flushed = time.monotonic()
         return close_method_run(unit, opened, windows, register), True
     except BaseException:
         tracking.end_run(opened.run_id, "FAILED")
@@ -204,8 +211,7 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         progress = Progress(current, run_id, previous.baseline, previous.windows, False,
                             [*previous.resumed_from, previous.run_id], flow_id=flow_id)
         save_progress(directory, progress)
-        for record in progress.unlogged():  # finished but killed before its metrics were sent
-            _log_window(ws, unit, run_id, record, progress)
+        _log_windows(ws, unit, run_id, progress.unlogged(), progress)  # finished but killed before they were sent
         say(f"[{entry} seed {seed}] resuming at window {progress.next_window} "
               f"(run {previous.run_id[:8]} was interrupted; marked FAILED)", flush=True)
     else:
@@ -225,11 +231,13 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
 
 
-def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None) -> WindowRecord:
+def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None,
+           log: bool = True) -> WindowRecord:
     """Fast step on one window plus consolidation, evaluated continually and at the end.
 
     The checkpoint and the window's record are on disk before its metrics are sent, so a
-    kill at any point loses at most this window's training (components/progress.py)."""
+    kill at any point loses at most this window's training (components/progress.py). With
+    `log=False` the metrics wait for `log_unlogged` (the record says they were not sent)."""
     ws = _open(unit)
     entry, seed, e, layout = unit.entry, unit.seed, ws.params.evaluation, ws.layout
     directory = layout.seed_state(entry, seed)
@@ -256,19 +264,36 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, wor
                           summary, result.report.losses, len(ws.stream.window(window).y_train))
     progress.windows.append(record)
     save_progress(directory, progress)
-    _log_window(ws, unit, parent_run_id, record, progress)
+    if log:
+        _log_windows(ws, unit, parent_run_id, [record], progress)
     say(f"[{entry} seed {seed}] {progress_line(window, ws.stream.num_windows - 1, result.seconds, result.accuracies)}",
         flush=True)
     return record
 
 
-def _log_window(ws: Workspace, unit: Unit, parent_run_id: str, record: WindowRecord, progress: Progress) -> None:
-    """A window's scalars, continual points and loss curves on the seed's run in one batched
-    call (one per 1,000 values), then the record is marked logged (one write of progress.json).
-    A run per window would cost seven calls: on a 200-window stream, more than the training."""
-    earlier = [w for w in progress.windows if w.window < record.window]
-    tracking.log_points(parent_run_id, window_points(record, earlier, ws.stream.num_windows))
-    record.logged = True
+def log_unlogged(unit: Unit, parent_run_id: str) -> None:
+    """Send every finished window whose metrics have not reached the store yet."""
+    ws = _open(unit)
+    progress = load_progress(ws.layout.seed_state(unit.entry, unit.seed))
+    if progress is None or progress.run_id != parent_run_id:
+        raise RuntimeError(f"{ws.layout.seed_state(unit.entry, unit.seed)}: no progress of run {parent_run_id}")
+    _log_windows(ws, unit, parent_run_id, progress.unlogged(), progress)
+
+
+def _log_windows(ws: Workspace, unit: Unit, parent_run_id: str, records: list[WindowRecord], progress: Progress) -> None:
+    """Windows' scalars, continual points and loss curves on the seed's run in one batched
+    call (one per 1,000 values), then the records are marked logged (one write of
+    progress.json). Windows shorter than FLUSH_SECONDS share a call: on a 200-window stream
+    of tiny windows one call per window cost more than the training."""
+    if not records:
+        return
+    points = []
+    for record in records:
+        earlier = [w for w in progress.windows if w.window < record.window]
+        points += window_points(record, earlier, ws.stream.num_windows)
+    tracking.log_points(parent_run_id, points)
+    for record in records:
+        record.logged = True
     save_progress(ws.layout.seed_state(unit.entry, unit.seed), progress)
 
 

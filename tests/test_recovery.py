@@ -153,7 +153,7 @@ def test_sigkill_during_fast_adapt_resumes_the_live_loop(prefect_api_url, tmp_pa
     killed, clean = MlflowClient(killed_store), MlflowClient(clean_store)
 
     def runs(client: MlflowClient):
-        experiment = client.get_experiment_by_name(stream).experiment_id
+        experiment = client.get_experiment_by_name(f"{stream}-live").experiment_id  # the live loop's own
         return client.search_runs([experiment], "tags.phase = 'fast-adapt'", order_by=["attributes.start_time ASC"])
 
     interrupted, resumed = runs(killed)
@@ -236,7 +236,7 @@ def test_two_concurrent_fast_adapt_runs_absorb_each_window_once(prefect_api_url,
     assert stdout.count("[fast-adapt] window 1:") == 1 and stdout.count("[fast-adapt] nothing to absorb") == 1
     assert _absorbed(root) == 3
     client = MlflowClient(store)
-    runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.phase = 'fast-adapt'")
+    runs = client.search_runs([client.get_experiment_by_name(f"{STREAM}-live").experiment_id], "tags.phase = 'fast-adapt'")
     assert len(runs) == 1
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "acc_seen")] == [1, 2, 3]
 
