@@ -7,13 +7,17 @@ source scripts/prefect_env.sh
 
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; true' EXIT
+# Each server runs in a process group of its own (setsid: the MLflow server and its uvicorn
+# worker) and is stopped as a group. `|| true`: under `set -e` the 143 that `wait` returns
+# for a stopped server would end the trap early, leaving the next server running and making
+# ./run.sh exit 143 after a successful run.
+trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
 mkdir -p .slowfast
 if [ -z "${PREFECT_API_URL:-}" ]; then
   # One local server for the whole pipeline: each flow process and Dask worker then connects
   # in milliseconds instead of starting its own temporary server (about 10 s each).
   port=$(free_port)
-  prefect server start --host 127.0.0.1 --port "$port" > .slowfast/prefect-server.log 2>&1 &
+  setsid prefect server start --host 127.0.0.1 --port "$port" > .slowfast/prefect-server.log 2>&1 &
   pids+=($!)
   export PREFECT_API_URL="http://127.0.0.1:$port/api"
   wait_prefect=1
@@ -23,7 +27,7 @@ if [ -z "${MLFLOW_TRACKING_URI:-}" ]; then
   # concurrently, and sqlite takes one writer at a time. Started beside Prefect's server.
   port=$(free_port)
   export SLOWFAST_SERVED_STORE="sqlite:///$PWD/mlflow.db"
-  python -m adapters.servers "$port" > .slowfast/mlflow-server.log 2>&1 &
+  setsid python -m adapters.servers "$port" > .slowfast/mlflow-server.log 2>&1 &
   pids+=($!)
   export MLFLOW_TRACKING_URI="http://127.0.0.1:$port"
   python scripts/wait_for_url.py "$MLFLOW_TRACKING_URI/health" 120 || { echo "error: MLflow server did not start; see .slowfast/mlflow-server.log" >&2; exit 1; }

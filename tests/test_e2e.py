@@ -329,6 +329,23 @@ def test_serving_the_champion_over_http_and_through_pyfunc(project, tmp_path):
     np.testing.assert_allclose(np.asarray(local), probabilities, rtol=1e-5)
 
 
+def test_run_sh_exits_0_and_leaves_no_server_running(project):
+    """./run.sh as a user runs it: its own Prefect and MLflow servers, `dvc repro`, the table.
+    Once it exited 143 after a successful run (`set -e` inside its exit trap) and left the
+    MLflow server running."""
+    root = project["root"]
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
+    env = {k: v for k, v in project["env"].items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    done = subprocess.run(["./run.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "champion:" in done.stdout and "To track the changes with git" not in done.stdout
+    assert "To keep these results, commit them: git add" in done.stdout  # DVC's hint, one line
+    assert max(len(line) for line in done.stdout.splitlines()) <= 150
+    left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True).stdout.split()
+    assert left == [], subprocess.run(["ps", "-o", "pid,cmd", "-p", ",".join(left)], capture_output=True, text=True).stdout
+
+
 def _users_table(path: Path, rows: int = 600, bad_row: int | None = None) -> None:
     lines = ["amount,hour,kind,day"]
     for i in range(rows):
