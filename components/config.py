@@ -149,13 +149,33 @@ class StreamParams(Strict):
 
 
 class ModelParams(Strict):
-    kind: Literal["cnn1d", "mlp"] = Field("cnn1d", description="cnn1d for signals, mlp for tabular features")
+    kind: Literal["cnn1d", "mlp", "cnn2d", "custom"] = Field(
+        "cnn1d", description="cnn1d for signals, mlp for tabular features, cnn2d for images, custom for your own model"
+    )
     channels: int = Field(32, ge=1)
     hidden: int = Field(128, ge=1)
+    image_shape: list[int] | None = Field(
+        None, min_length=3, max_length=3, description="cnn2d: [channels, height, width] of a row; default one square channel"
+    )
+    factory: str | None = Field(
+        None, pattern=r"^custom_models(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$",
+        description="custom: 'custom_models.<module>:<function>', called as function(in_features, num_classes, **kwargs)",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="custom: keyword arguments of the factory")
+    checkpoint: str | None = Field(
+        None, description="a state dict under data/raw/ (.pt loaded with weights_only=True, or .safetensors) "
+                          "that the slow model starts from; pretrain.epochs: 0 keeps it as it is",
+    )
+
+    @model_validator(mode="after")
+    def _factory_for_custom(self) -> "ModelParams":
+        if (self.kind == "custom") != (self.factory is not None):
+            raise ValueError("model.factory: give 'package.module:function' exactly when kind is custom")
+        return self
 
 
 class TrainParams(Strict):
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0, description="0: the slow model as model.checkpoint holds it, no training")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -265,6 +285,12 @@ class Params(Strict):
                 if not is_plain_name(entry):
                     raise ValueError(f"entry name {entry!r} must be {PLAIN_NAME_RULE}")
         return methods
+
+    @model_validator(mode="after")
+    def _untrained_needs_a_checkpoint(self) -> "Params":
+        if self.pretrain.epochs == 0 and not self.model.checkpoint:
+            raise ValueError("pretrain.epochs: 0 keeps the slow model as model.checkpoint holds it; set model.checkpoint")
+        return self
 
     def stream_dir(self, root: Path) -> Path:
         return Layout(Path(root), self.stream.name).stream_dir

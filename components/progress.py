@@ -54,6 +54,16 @@ def _digest(path: str, mtime_ns: int, size: int, inode: int) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def tree_digest(directory: Path) -> str:
+    """sha256 over the Python files under `directory` (names and bytes), "" when it is absent."""
+    directory = Path(directory)
+    digest = hashlib.sha256()
+    for file in sorted(directory.rglob("*.py")) if directory.is_dir() else []:
+        digest.update(file.relative_to(directory).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest() if directory.is_dir() else ""
+
+
 @lru_cache(maxsize=None)
 def stage_code_digest(stage: str, exclude: frozenset[str] = frozenset(), code_root: Path = REPO_ROOT) -> str:
     """sha256 over the Python files a DVC stage lists as deps (dvc.yaml; tests/test_dvc_deps.py

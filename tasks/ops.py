@@ -251,7 +251,7 @@ def retrain_slow(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -
         _say(f"[pretrain-slow] nothing new: the last retraining already saw windows 0..{n - 1}")
         return {"decision": None}
     view = live.view(n)
-    model, _ = train_slow_model(p, view, list(range(n)), live.generator)
+    model, _ = train_slow_model(p, view, list(range(n)), live.generator, live.workspace.layout.root)
     champion_acc = seen_accuracy(live.champion_method(n).predictor(), view)
     fresh_acc = seen_accuracy(model, view)
     promoted, reason = promotion(fresh_acc, champion_acc, p.ops.promotion_tolerance, n - 1)

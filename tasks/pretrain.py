@@ -27,7 +27,7 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
     )
     tracking.log_stream_input(run_id, manifest, ctx.stream.root, "pretrain")
     start = time.perf_counter()
-    model, losses = pretrain_slow_model(p, ctx.stream)
+    model, losses = pretrain_slow_model(p, ctx.stream, ctx.layout.root)
     seconds = time.perf_counter() - start
     accuracies = evaluate_windows(model, ctx.stream)
     tracking.log_series(run_id, {"train_loss": losses})

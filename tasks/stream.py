@@ -27,8 +27,9 @@ from components.methods import entry_config, load_method, method_files, method_t
 from components.plots import accuracy_heatmap, continual_csv, matrix_csv, progress_line
 from components.progress import (
     Progress, WindowRecord, begin_flow, end_flow, file_digest, fingerprint, finished_by_flow, load_progress, resumable,
-    save_progress, stage_code_digest,
+    save_progress, stage_code_digest, tree_digest,
 )
+from components.models import CUSTOM_MODELS
 from components.protocol import absorb_window
 from components.evaluation import evaluate_windows
 from components.runtime import peak_memory_mb, window_seed
@@ -75,9 +76,10 @@ def _fingerprint(ws: Workspace, unit: Unit) -> str:
     p = ws.params
     raw = entry_config(p.methods, unit.entry)
     _, other_methods = method_files(method_type(unit.entry, raw).name)
+    custom = tree_digest(ws.layout.root / CUSTOM_MODELS) if p.model.kind == "custom" else ""  # the user's model code
     return fingerprint(
         ws.stream.manifest.content_hash, file_digest(ws.layout.slow_model), raw, unit.seed, p.model.model_dump(),
-        p.evaluation.model_dump(), p.threads, str(ws.device), stage_code_digest("stream", other_methods),
+        p.evaluation.model_dump(), p.threads, str(ws.device), stage_code_digest("stream", other_methods), custom,
     )
 
 

@@ -18,12 +18,12 @@ from typing import Any
 import torch
 
 from components.checkpoint import load_state
-from components.config import validate_model
+from components.config import ModelParams, validate_model
 from components.data.loading import Stream
 from components.errors import ParamsError
 from components.layout import REPO_ROOT
 from components.methods.base import REGISTRY, Method, MethodConfig, MethodContext, WindowReport
-from components.models import SlowNet, build_model
+from components.models import SlowNet, build_model, missing_parts
 from components.runtime import configure_torch
 from components.training import BatchHook, StepHook
 from components.workspace import Workspace
@@ -52,6 +52,15 @@ def build_method(entry: str, raw: dict[str, Any] | None, slow: SlowNet, context:
     return cls(slow, parse_method_config(entry, raw), context)
 
 
+def check_model_parts(entry: str, cls: type[Method], model: torch.nn.Module, params: ModelParams) -> None:
+    """One line naming the method and what the slow model lacks, before any training."""
+    missing = missing_parts(model, cls.requires)
+    if missing:
+        built = f"model.factory {params.factory}" if params.kind == "custom" else f"model.kind {params.kind}"
+        raise ParamsError(f"params.yaml: methods.{entry}: method '{cls.name}' needs the slow model's "
+                          f"{'; '.join(missing)}; the model from {built} has none")
+
+
 def load_method(
     workspace: Workspace, entry: str, *, seed: int | None = None, generator: torch.Generator | None = None,
     state: dict[str, Any] | None = None, stream: Stream | None = None, slow_state: dict[str, Any] | None = None,
@@ -71,12 +80,13 @@ def load_method(
     stream = stream or workspace.stream
     if generator is None:
         generator = configure_torch(p.threads, seed)
-    slow = build_model(p.model, stream.manifest.num_features, stream.num_classes)
+    slow = build_model(p.model, stream.manifest.num_features, stream.num_classes, workspace.layout.root)
+    raw = config if config is not None else entry_config(p.methods, entry)
+    check_model_parts(entry, method_type(entry, raw), slow, p.model)
     if slow_state is None and state is None and not untrained_slow:
         slow_state = load_state(workspace.layout.slow_model)
     if slow_state is not None:  # (`state` carries the slow weights it grew: no need to read them twice)
         slow.load_state_dict(slow_state)
-    raw = config if config is not None else entry_config(p.methods, entry)
     method = build_method(entry, raw, slow, MethodContext(stream, workspace.device, generator, on_step, before_step))
     if state is not None:
         method.load_state_dict(state)

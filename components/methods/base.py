@@ -79,6 +79,9 @@ class Method(ABC):
     # retrain-on-everything upper bound; finetune: the lower bound). The comparison shows
     # it, marked, and never crowns it champion.
     reference: ClassVar[str] = ""
+    # Parts of the slow model this method uses beyond logits from forward (components/models.py
+    # MODEL_PARTS: "features", "head", "backbone"); checked when the model is built.
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

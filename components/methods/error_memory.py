@@ -219,6 +219,7 @@ class CorrectedModel(nn.Module):
 
 class ErrorMemoryMethod(Method):
     name = "error_memory"
+    requires = ("features", "head")
     Config = ErrorMemoryConfig
 
     @classmethod

@@ -39,6 +39,7 @@ class IloraConfig(MethodConfig):
 
 class Ilora(Method):
     name = "ilora"
+    requires = ("features", "head")
     Config = IloraConfig
     state_attributes = ("buffer",)
 

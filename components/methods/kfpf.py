@@ -18,6 +18,7 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
+from components.errors import ParamsError
 from components.methods.base import Method, MethodConfig
 
 
@@ -30,11 +31,15 @@ class KfpfConfig(MethodConfig):
 
 class Kfpf(Method):
     name = "kfpf"
+    requires = ("backbone", "head")
     Config = KfpfConfig
     state_attributes = ("buffer",)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if not any(isinstance(m, nn.Linear) for m in self.slow.backbone.modules()):
+            raise ParamsError("params.yaml: methods: method 'kfpf' needs an nn.Linear layer inside the slow model's "
+                              "backbone (the layer it finetunes with the head); this model's backbone has none")
         self.buffer = self.replay_buffer(self.config.buffer_size)
 
     def forgetting_prone(self) -> list[nn.Parameter]:

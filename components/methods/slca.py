@@ -36,6 +36,7 @@ def normalised_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 class Slca(Method):
     name = "slca"
+    requires = ("features", "head", "backbone")
     Config = SlcaConfig
     state_attributes = ("class_means", "class_covs")
 
