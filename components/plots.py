@@ -91,11 +91,11 @@ def continual_curves(curves: dict[str, list], path: Path) -> Path:
     gap shows as the dip in old windows' accuracy at the start of each new window.
 
     A method that takes no optimizer step (error_memory) has every point at step 0: its
-    panel is drawn over evaluation points instead (before and after each window), and says so."""
+    panel is drawn over the windows instead (accuracy after each), and says so."""
     fig, axes = plt.subplots(len(curves), 1, figsize=(9, 2.6 * len(curves)), squeeze=False)
     for ax, (name, points) in zip(axes[:, 0], curves.items()):
         stepless = len({p.step for p in points}) <= 1
-        xs = list(range(len(points))) if stepless else [p.step for p in points]
+        xs = [p.window for p in points] if stepless else [p.step for p in points]
         width = max(p.window for p in points) + 1
         for j in range(width):
             seen = [(x, p) for x, p in zip(xs, points) if p.window >= j]
@@ -106,7 +106,9 @@ def continual_curves(curves: dict[str, list], path: Path) -> Path:
             ax.axvline(start, color="grey", linewidth=0.6, linestyle=":")
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{name} (no optimizer steps: before and after each window)" if stepless else name)
+        ax.set_title(f"{name} (no optimizer steps: accuracy after each window)" if stepless else name)
+        if stepless:
+            ax.set_xticks(sorted(set(xs)), [f"after w{w}" for w in sorted(set(xs))])
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, ncol=1 + width // 12)
     axes[-1, 0].set_xlabel("optimizer step")
     fig.tight_layout()

@@ -4,6 +4,7 @@ and publish the comparison to MLflow (a `comparison` run) and Prefect (artifacts
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -123,6 +124,9 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
                 method, summaries[method], metric, alias, params.stream.name))
             for column in HEADLINE:  # the registry's version list shows tags: the numbers at a glance
                 c.set_model_version_tag(name, version, column, f"{summaries[method]['mean'][column]:.4f}")
+        if len(crowned) < 2:  # one deployable method: no challenger, not a stale one from an earlier comparison
+            with contextlib.suppress(MlflowException):
+                c.delete_registered_model_alias(name, "challenger")
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "

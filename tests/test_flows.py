@@ -125,16 +125,22 @@ def test_matrix_artifacts_and_registered_model(pipeline):
     assert version.run_id == run_id
 
 
-def test_champion_alias_goes_to_the_best_method(pipeline):
+def test_champion_alias_goes_to_the_best_method_that_is_not_a_reference(pipeline):
+    """finetune (the lower bound) is compared but never crowned: lora is the one deployable
+    method here, so it is champion whatever its rank, and there is no challenger."""
+    from mlflow.exceptions import MlflowException
+
     client = _client(pipeline)
     records = pipeline["records"]
-    best = max(records, key=lambda m: records[m]["mean"]["acc"])
     champion = client.get_model_version_by_alias("slowfast-tiny-classinc", "champion")
-    assert str(champion.version) == records[best]["model_version"]
-    challenger = client.get_model_version_by_alias("slowfast-tiny-classinc", "challenger")
-    assert challenger.version != champion.version
+    assert str(champion.version) == records["lora"]["model_version"]
+    assert champion.tags["method"] == "lora" and "lora on tiny-classinc (champion by acc" in champion.description
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("slowfast-tiny-classinc", "challenger")
     compare = json.loads((pipeline["root"] / "results" / "compare.json").read_text())
+    best = max(records, key=lambda m: records[m]["mean"]["acc"])
     assert list(compare) == pipeline["compared"]["order"] and list(compare)[0] == best
+    assert compare["finetune"]["reference"] and pipeline["compared"]["champions"] == ["lora"]
 
 
 def test_registered_model_loads_and_predicts_with_pickle_disallowed(pipeline, monkeypatch):

@@ -26,10 +26,11 @@ METHODS = ("replay", "lora")
 
 @pytest.fixture(scope="module")
 def prepared(prefect_api_url, tmp_path_factory) -> Path:
-    """A tiny project, prepared and pretrained: 2 entries x 2 seeds = 4 units of a few seconds."""
+    """A tiny project, prepared and pretrained: 2 entries x 2 seeds = 4 units of a second or
+    two (long enough for the SIGKILL test to find two units mid-stream)."""
     base = tmp_path_factory.mktemp("parallel")
     params = tiny_params(seeds=[0, 1])
-    params["methods"] = {m: {**params["methods"][m], "epochs": 3} for m in METHODS}
+    params["methods"] = {m: {**params["methods"][m], "epochs": 20} for m in METHODS}
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{base / 'prep.db'}")
     root = make_root(base / "root", params)

@@ -79,7 +79,7 @@ def test_a_stepless_method_gets_a_drawn_panel_and_bars_have_room(tmp_path):
     before); it is drawn over evaluation points instead, and says so."""
     import matplotlib.pyplot as plt
 
-    stepless = [EvalPoint(0, w, tuple([0.5] * (w + 1))) for w in (1, 1, 2, 2, 3, 3)]
+    stepless = [EvalPoint(0, w, tuple([0.5] * (w + 1))) for w in (1, 2, 3)]
     stepped = [EvalPoint(s, 1 + s // 10, tuple([0.5] * (2 + s // 10))) for s in range(0, 30, 5)]
     captured = {}
     original = plt.Figure.savefig
