@@ -11,6 +11,8 @@ resumes at its first unfinished window; units it had finished are kept.
 
 from __future__ import annotations
 
+import sys
+
 import argparse
 import os
 from contextlib import ExitStack
@@ -66,7 +68,11 @@ def run_methods(entries: list[str], params_path: str, root: str, in_process: boo
               f"{summary['mlflow_calls']} MLflow calls ({summary['mlflow_seconds']:.1f} s)", flush=True)
     if errors:
         user_errors = [e for e in errors if isinstance(e, SlowfastError)]
-        raise (user_errors or errors)[0]
+        first = (user_errors or errors)[0]
+        for other in errors:  # an unexpected failure of another unit is reported too, never hidden behind the first
+            if other is not first and not isinstance(other, SlowfastError):
+                print(f"error: {str(other).splitlines()[0] if str(other) else type(other).__name__}", file=sys.stderr)
+        raise first
     return {e: summaries[e] for e in entries}
 
 
