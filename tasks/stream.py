@@ -172,7 +172,7 @@ def _run_unit(unit: Unit, flow_id: str, register: bool, work: list[float]) -> tu
         windows = opened.windows  # finished by an interrupted run of the same work
         flushed = time.monotonic()
         for k in range(len(windows) + 1, opened.num_windows):
-            windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work, log=False))
+            windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work))
             if time.monotonic() - flushed >= FLUSH_SECONDS or k == opened.num_windows - 1:
                 log_unlogged(unit, opened.run_id)
                 flushed = time.monotonic()
@@ -233,13 +233,12 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
 
 
-def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None,
-           log: bool = True) -> WindowRecord:
+def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None) -> WindowRecord:
     """Fast step on one window plus consolidation, evaluated continually and at the end.
 
     The checkpoint and the window's record are on disk before its metrics are sent, so a
-    kill at any point loses at most this window's training (components/progress.py). With
-    `log=False` the metrics wait for `log_unlogged` (the record says they were not sent)."""
+    kill at any point loses at most this window's training (components/progress.py). Its
+    metrics wait for `log_unlogged` (the record says they were not sent yet)."""
     ws = _open(unit)
     entry, seed, e, layout = unit.entry, unit.seed, ws.params.evaluation, ws.layout
     directory = layout.seed_state(entry, seed)
@@ -266,8 +265,6 @@ def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, wor
                           summary, result.report.losses, len(ws.stream.window(window).y_train))
     progress.windows.append(record)
     save_progress(directory, progress)
-    if log:
-        _log_windows(ws, unit, parent_run_id, [record], progress)
     say(f"[{entry} seed {seed}] {progress_line(window, ws.stream.num_windows - 1, result.seconds, result.accuracies)}",
         flush=True)
     return record
