@@ -312,8 +312,24 @@ def log_stream_input(run_id: str, manifest: Manifest, stream_dir: Path, context:
         profile=json.dumps({"windows": manifest.num_windows, "rows": rows, "content_hash": manifest.content_hash}),
     )
     c = client()
-    c.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])])
+    inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
+    try:
+        c.log_inputs(run_id, datasets=inputs)
+    except MlflowException as error:
+        if not _lost_dataset_race(error):
+            raise
+        # MLflow's store looks the dataset up, then inserts it: units starting together in a
+        # fresh experiment race on that insert and all but one fail. The winner's row now
+        # exists, so the second call finds it and links this run to it.
+        c.log_inputs(run_id, datasets=inputs)
     c.set_tag(run_id, "stream_hash", manifest.content_hash)
+
+
+def _lost_dataset_race(error: MlflowException) -> bool:
+    """The store refused a dataset row another writer inserted a moment before (sqlite's
+    or PostgreSQL's unique-constraint error on the `datasets` table)."""
+    text = str(error).lower()
+    return "datasets" in text and ("unique constraint failed" in text or "duplicate key value" in text)
 
 
 def _log_batched(run_id: str, items: list[Metric]) -> None:

@@ -289,6 +289,43 @@ def test_a_store_that_comes_back_is_retried_until_it_answers(tmp_path, monkeypat
         server.wait(timeout=30)
 
 
+def test_units_starting_together_in_a_fresh_experiment_all_record_the_stream_they_read(tiny_root, tmp_path, monkeypatch):
+    """MLflow's store looks a dataset up, then inserts it: without care, all but one of the
+    units that start at once through the stage's tracking server fail on that insert (seen
+    here 7 times in 10 rounds of 4)."""
+    import threading
+
+    from adapters import mlflow_store as tracking
+    from adapters.servers import shared_tracking
+    from components.config import load_params
+    from components.data.stream_io import read_manifest
+
+    stream_dir = load_params(tiny_root / "params.yaml").stream_dir(tiny_root)
+    manifest = read_manifest(stream_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    failures: list[str] = []
+    with shared_tracking(tmp_path):
+        for round_ in range(6):
+            runs = [tracking.start_run(f"fresh-{round_}", f"unit-{i}") for i in range(4)]
+            together = threading.Barrier(len(runs))
+
+            def unit(run_id: str) -> None:
+                together.wait()
+                try:
+                    tracking.log_stream_input(run_id, manifest, stream_dir, "stream")
+                except Exception as error:  # noqa: BLE001 - every failure is the finding
+                    failures.append(str(error).splitlines()[0])
+
+            threads = [threading.Thread(target=unit, args=(r,)) for r in runs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            client = tracking.client()
+            assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in runs)
+    assert failures == []
+
+
 def test_a_truncated_slow_model_is_one_line_and_leaves_no_run_running(prefect_api_url, tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
