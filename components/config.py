@@ -112,6 +112,35 @@ class IdxParams(Strict):
     window: WindowCut = WindowCut(classes=True)
 
 
+class FashionMnistParams(Strict):
+    """Fashion-MNIST (28x28 greyscale, 10 classes), read from data/external/fashion-mnist, which the
+    `fetch` stage fills. Train rows come from its training set, test rows from its test set.
+
+    `split`: class-incremental, window k holds the classes of `window_classes[k]` (window 0 the
+    pretrain split). `permuted` / `rotated`: domain-incremental, all ten classes in each of
+    `windows` windows, each window a disjoint draw of rows whose pixels are permuted by a
+    seeded permutation (identity in window 0) or rotated by `rotations[k]` degrees.
+    """
+
+    variant: Literal["split", "permuted", "rotated"] = "split"
+    window_classes: list[list[int]] = Field([[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]], min_length=2,
+                                            description="split: class indices per window, window 0 first")
+    windows: int = Field(5, ge=2, description="permuted: how many windows")
+    rotations: list[float] = Field([0.0, 30.0, 60.0, 90.0, 120.0], min_length=2,
+                                   description="rotated: degrees per window, window 0 first")
+    train_per_class: int | None = Field(1000, ge=1, description="training rows per class and window; null: all")
+    test_per_class: int | None = Field(200, ge=1, description="test rows per class and window; null: all")
+
+
+class AcsParams(Strict):
+    """The ACS employment census table for Massachusetts (folktables' ACSEmployment task as
+    NannyML ships it): 16 person features, label `employed`, one window per year (2015 is
+    window 0, the pretrain split; 2016-2018 follow). Read from data/external/acs-employment-ma."""
+
+    rows_per_year: int | None = Field(10000, ge=10, description="a seeded sample per year; null: every row")
+    years: list[int] = Field([2015, 2016, 2017, 2018], min_length=2, description="the windows, in order")
+
+
 class StreamParams(Strict):
     """The stream `prepare` writes; window 0 is always the slow model's pretrain split.
 
@@ -123,7 +152,8 @@ class StreamParams(Strict):
     """
 
     name: PlainName = Field("mnist1d-classinc", description="the stream's folder under data/streams/ and its MLflow experiment")
-    source: Literal["mnist1d", "mnist1d-classinc", "mnist1d-drift", "river-drift", "table", "idx"] = "mnist1d"
+    source: Literal["mnist1d", "mnist1d-classinc", "mnist1d-drift", "river-drift", "table", "idx",
+                    "fashion-mnist", "acs-employment"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     pretrain_classes: list[int | str] = [0, 1, 2, 3]
@@ -136,12 +166,18 @@ class StreamParams(Strict):
     river: RiverParams | None = None
     table: TableParams | None = None
     idx: IdxParams | None = None
+    fashion_mnist: FashionMnistParams | None = None
+    acs: AcsParams | None = None
     seed: int = 42
 
     @model_validator(mode="after")
     def _source_block(self) -> "StreamParams":
         if self.source == "river-drift" and self.river is None:
             object.__setattr__(self, "river", RiverParams())
+        if self.source == "fashion-mnist" and self.fashion_mnist is None:
+            object.__setattr__(self, "fashion_mnist", FashionMnistParams())
+        if self.source == "acs-employment" and self.acs is None:
+            object.__setattr__(self, "acs", AcsParams())
         for source in ("table", "idx"):
             if self.source == source and getattr(self, source) is None:
                 raise ValueError(f"source {source!r} needs a `{source}:` block")

@@ -25,6 +25,14 @@ def build_stream(stream: StreamParams, root: Path) -> PreparedStream:
         from components.data.table_source import table_stream
 
         return table_stream(stream, root)
+    if stream.source == "fashion-mnist":
+        from components.data.fashion_mnist_source import fashion_mnist_stream
+
+        return fashion_mnist_stream(stream, root)
+    if stream.source == "acs-employment":
+        from components.data.acs_source import acs_stream
+
+        return acs_stream(stream, root)
     from components.data.idx_source import idx_stream
 
     return idx_stream(stream, root)
