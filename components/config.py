@@ -141,6 +141,18 @@ class AcsParams(Strict):
     years: list[int] = Field([2015, 2016, 2017, 2018], min_length=2, description="the windows, in order")
 
 
+class RiverDatasetParams(Strict):
+    """A real dataset of river's: bundled in its wheel (ImageSegments: 2,310 rows, 7 classes;
+    Shuttle: 49,097 rows) or one river downloads (Elec2, Insects), read here from
+    data/raw/river/<Name>/ (river's own layout under RIVER_DATA), never downloaded at run time.
+    Windows: `{rows: N}` in file order, or `{classes: true}` by stream.pretrain_classes /
+    window_classes (class names as river yields them)."""
+
+    name: Literal["ImageSegments", "Shuttle", "Phishing", "Bananas", "Elec2", "Insects"] = "ImageSegments"
+    window: WindowCut = WindowCut(rows=500)
+    max_rows: int | None = Field(None, ge=10, description="the first rows only; null: all")
+
+
 class StreamParams(Strict):
     """The stream `prepare` writes; window 0 is always the slow model's pretrain split.
 
@@ -153,7 +165,7 @@ class StreamParams(Strict):
 
     name: PlainName = Field("mnist1d-classinc", description="the stream's folder under data/streams/ and its MLflow experiment")
     source: Literal["mnist1d", "mnist1d-classinc", "mnist1d-drift", "river-drift", "table", "idx",
-                    "fashion-mnist", "acs-employment"] = "mnist1d"
+                    "fashion-mnist", "acs-employment", "river-dataset"] = "mnist1d"
     num_samples: int = Field(12000, ge=100)
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
     pretrain_classes: list[int | str] = [0, 1, 2, 3]
@@ -168,6 +180,7 @@ class StreamParams(Strict):
     idx: IdxParams | None = None
     fashion_mnist: FashionMnistParams | None = None
     acs: AcsParams | None = None
+    river_dataset: RiverDatasetParams | None = None
     seed: int = 42
 
     @model_validator(mode="after")
@@ -178,6 +191,8 @@ class StreamParams(Strict):
             object.__setattr__(self, "fashion_mnist", FashionMnistParams())
         if self.source == "acs-employment" and self.acs is None:
             object.__setattr__(self, "acs", AcsParams())
+        if self.source == "river-dataset" and self.river_dataset is None:
+            object.__setattr__(self, "river_dataset", RiverDatasetParams())
         for source in ("table", "idx"):
             if self.source == source and getattr(self, source) is None:
                 raise ValueError(f"source {source!r} needs a `{source}:` block")

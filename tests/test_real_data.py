@@ -330,3 +330,56 @@ def test_split_fashion_mnist_runs_through_the_pipeline_on_the_real_images(prefec
     assert probabilities.shape == (8, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert model.metadata.metadata["class_names"][0] == "tshirt-top"
+
+
+def _river(root: Path, **spec) -> tuple[list, object]:
+    extra = spec.pop("stream", {})
+    stream = StreamParams.model_validate({"name": "r", "source": "river-dataset", "test_fraction": 0.25,
+                                          "river_dataset": spec, **extra})
+    prepared = build_stream(stream, root)
+    return list(prepared.windows), prepared
+
+
+def test_river_bundled_image_segments_cut_by_rows_or_by_classes(tmp_path):
+    windows, prepared = _river(tmp_path, name="ImageSegments", window={"rows": 462})
+    assert len(windows) == 5 and prepared.class_names == ["brickface", "cement", "foliage", "grass", "path", "sky", "window"]
+    assert windows[0].x_train.shape[1] == 18 and sum(len(w.y_train) + len(w.y_test) for w in windows) == 2310
+    groups = {"pretrain_classes": ["brickface", "cement", "foliage"], "window_classes": [["grass", "path"], ["sky", "window"]]}
+    windows, _ = _river(tmp_path, name="ImageSegments", window={"classes": True}, stream=groups)
+    assert [w.classes for w in windows] == [[0, 1, 2], [3, 4], [5, 6]]
+    assert not (tmp_path / "data").exists()  # a bundled dataset touches nothing of the project's
+    with pytest.raises(StreamError, match=r"cut by `rows` or `classes`"):
+        _river(tmp_path, name="Shuttle", window={"column": "x"})
+
+
+def test_river_elec2_and_insects_are_read_from_data_raw_in_their_own_schema(tmp_path):
+    rng = np.random.default_rng(0)
+    elec = tmp_path / "data" / "raw" / "river" / "Elec2" / "electricity.csv"
+    elec.parent.mkdir(parents=True)
+    lines = ["date,day,period,nswprice,nswdemand,vicprice,vicdemand,transfer,class"]
+    lines += [f"0.{i:04d},{i % 7 + 1},{(i % 48) / 48:.6f},{rng.random():.6f},{rng.random():.6f},0.003467,0.422915,0.414912,"
+              f"{'UP' if rng.random() < 0.5 else 'DOWN'}" for i in range(80)]
+    elec.write_text("\n".join(lines) + "\n")
+    windows, prepared = _river(tmp_path, name="Elec2", window={"rows": 20})
+    assert len(windows) == 4 and prepared.class_names == ["False", "True"] and windows[0].x_train.shape == (15, 8)
+    assert prepared.extra["river_dataset"]["read_from"] == "data/raw/river/Elec2/electricity.csv"
+
+    insects = tmp_path / "data" / "raw" / "river" / "Insects" / "abrupt_balanced.csv"
+    insects.parent.mkdir(parents=True)
+    kinds = ["ae-aegypti-female", "ae-aegypti-male", "cx-quinq-female"]
+    insects.write_text("".join(",".join(f"{v:.4f}" for v in rng.random(33)) + f",{kinds[i % 3]}\n" for i in range(60)))
+    windows, prepared = _river(tmp_path, name="Insects", window={"rows": 30})
+    assert prepared.class_names == kinds and windows[0].x_train.shape[1] == 33 and len(windows) == 2
+
+    insects.write_text("1.0,2.0,UP\n" * 10)  # not Insects' 33 features
+    with pytest.raises(StreamError, match=r"^data/raw/river/Insects/abrupt_balanced.csv: "):
+        _river(tmp_path, name="Insects", window={"rows": 5})
+
+
+def test_a_river_dataset_that_must_be_downloaded_says_how_and_downloads_nothing(tmp_path):
+    with pytest.raises(StreamError) as error:
+        _river(tmp_path, name="Elec2")
+    message = str(error.value)
+    assert message.startswith("data/raw/river/Elec2/electricity.csv: not found; river's Elec2 is downloaded")
+    assert "Elec2().download()" in message and "dvc add data/raw/river" in message and "\n" not in message
+    assert not (tmp_path / "data").exists()

@@ -29,6 +29,10 @@ def build_stream(stream: StreamParams, root: Path) -> PreparedStream:
         from components.data.fashion_mnist_source import fashion_mnist_stream
 
         return fashion_mnist_stream(stream, root)
+    if stream.source == "river-dataset":
+        from components.data.river_datasets import river_dataset_stream
+
+        return river_dataset_stream(stream, root)
     if stream.source == "acs-employment":
         from components.data.acs_source import acs_stream
 
