@@ -18,5 +18,6 @@ def fetch_external(params_path: str = "params.yaml", root: str = str(REPO_ROOT))
     root_path = Path(root)
     params = load_params(root_path / params_path)
     line = fetch_for_stream(params.stream.source, root_path / "data" / "external")
+    line = line.replace(f"{root_path.resolve()}/", "").replace(f"{root_path}/", "")  # paths as the user sees them
     print(f"[fetch] {line}", flush=True)
     return line

@@ -310,7 +310,7 @@ def test_split_fashion_mnist_runs_through_the_pipeline_on_the_real_images(prefec
                          **{m: params["methods"][m] for m in ("lora", "slca")}}
     write_params(tmp_path, params)
     line = fetch_flow(root=str(tmp_path))
-    assert line.startswith("fashion-mnist: 4 files from ")
+    assert line.startswith("fashion-mnist: 4 files from ") and line.endswith(" into data/external/fashion-mnist")
     prepared = prepare_flow(root=str(tmp_path))
     assert prepared["num_windows"] == 3
     manifest = json.loads((tmp_path / "data" / "streams" / "split-fmnist" / "stream.json").read_text())
