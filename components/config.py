@@ -128,7 +128,7 @@ class FashionMnistParams(Strict):
     windows: int = Field(5, ge=2, description="permuted: how many windows")
     rotations: list[float] = Field([0.0, 30.0, 60.0, 90.0, 120.0], min_length=2,
                                    description="rotated: degrees per window, window 0 first")
-    train_per_class: int | None = Field(1000, ge=1, description="training rows per class and window; null: all")
+    train_per_class: int | None = Field(500, ge=1, description="training rows per class and window; null: all")
     test_per_class: int | None = Field(200, ge=1, description="test rows per class and window; null: all")
 
 
@@ -205,6 +205,7 @@ class ModelParams(Strict):
     )
     channels: int = Field(32, ge=1)
     hidden: int = Field(128, ge=1)
+    depth: int = Field(2, ge=1, le=5, description="cnn2d: conv + pool blocks, each halving the image")
     image_shape: list[int] | None = Field(
         None, min_length=3, max_length=3, description="cnn2d: [channels, height, width] of a row; default one square channel"
     )

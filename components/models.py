@@ -67,24 +67,26 @@ class SlowMLP(nn.Module):
 
 
 class SlowCNN2d(nn.Module):
-    """Two conv + pool blocks and a hidden layer over images given as flat rows (the stream's
-    `x` holds channels x height x width values per row, row-major); same interface as SlowNet."""
+    """`depth` conv + pool blocks (each halves the image) and a hidden layer over images given
+    as flat rows (the stream's `x` holds channels x height x width values per row, row-major);
+    same interface as SlowNet."""
 
-    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, channels: int = 32, hidden: int = 128) -> None:
+    def __init__(self, image_shape: tuple[int, int, int], num_classes: int, channels: int = 32, hidden: int = 128,
+                 depth: int = 2) -> None:
         super().__init__()
         c, h, w = image_shape
+        if min(h, w) >> depth < 1:
+            raise ParamsError(f"params.yaml: model.depth: {depth} pooling blocks shrink a {h} x {w} image to nothing")
         self.in_len = c * h * w
         self.num_classes = num_classes
+        blocks: list[nn.Module] = []
+        for block in range(depth):
+            blocks += [nn.Conv2d(c if block == 0 else channels, channels, kernel_size=3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
         self.backbone = nn.Sequential(
             nn.Unflatten(1, (c, h, w)),
-            nn.Conv2d(c, channels, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(channels, channels, kernel_size=3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
+            *blocks,
             nn.Flatten(),
-            nn.Linear(channels * (h // 4) * (w // 4), hidden),
+            nn.Linear(channels * (h >> depth) * (w >> depth), hidden),
             nn.ReLU(),
         )
         self.head = nn.Linear(hidden, num_classes)
@@ -117,7 +119,8 @@ def build_model(params: ModelParams, in_len: int, num_classes: int, root: Path =
     if params.kind == "mlp":
         return SlowMLP(in_len, num_classes, hidden=params.hidden)
     if params.kind == "cnn2d":
-        return SlowCNN2d(image_shape(params, in_len), num_classes, channels=params.channels, hidden=params.hidden)
+        return SlowCNN2d(image_shape(params, in_len), num_classes, channels=params.channels, hidden=params.hidden,
+                         depth=params.depth)
     if params.kind == "custom":
         assert params.factory is not None  # the config requires it for kind: custom
         return custom_model(params.factory, params.kwargs, in_len, num_classes, root)

@@ -186,6 +186,11 @@ def test_the_image_cnn_needs_a_shape_that_matches_the_rows():
     assert build_model(p.model, 64, 10)(torch.zeros(1, 64)).shape == (1, 10)  # 8 x 8, one channel
     with pytest.raises(ParamsError, match="model.image_shape"):
         build_model(p.model, 40, 10)  # not a square
+    deeper = build_model(load_params_from({"kind": "cnn2d", "depth": 3, "channels": 4}).model, 784, 10)
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in deeper.modules()) == 3
+    assert deeper(torch.zeros(2, 784)).shape == (2, 10)  # 28 -> 14 -> 7 -> 3
+    with pytest.raises(ParamsError, match=r"model.depth: 4 pooling blocks shrink a 8 x 8 image to nothing"):
+        build_model(load_params_from({"kind": "cnn2d", "depth": 4}).model, 64, 10)
     shaped = load_params_from({"kind": "cnn2d", "image_shape": [3, 4, 4]})
     with pytest.raises(ParamsError, match=r"3 x 4 x 4 = 48 values per row; the stream has 40"):
         build_model(shaped.model, 40, 10)
