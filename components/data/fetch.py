@@ -97,12 +97,17 @@ def extract_deb(deb: Path, into: Path) -> None:
         raise StreamError(f"{deb}: dpkg -x failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
 
 
-def _from_installed(installed: Path, expected: Mapping[str, str], into: Path) -> str:
-    problem = _verified(installed, expected)
+def _copy_verified(folder: Path, expected: Mapping[str, str], into: Path, where: str = "") -> None:
+    """Copy the expected files of `folder` into `into`, once every one has its digest."""
+    problem = _verified(folder, expected)
     if problem:
-        raise StreamError(problem)
+        raise StreamError(f"{where}{problem}")
     for name in expected:
-        shutil.copyfile(installed / name, into / name)
+        shutil.copyfile(folder / name, into / name)
+
+
+def _from_installed(installed: Path, expected: Mapping[str, str], into: Path) -> str:
+    _copy_verified(installed, expected, into)
     return f"the installed Debian package ({installed})"
 
 
@@ -115,12 +120,7 @@ def _from_package(package: str, inside: str, expected: Mapping[str, str], into: 
         if done.returncode != 0 or not debs:
             raise StreamError(f"apt-get download {package}: {(done.stderr.strip().splitlines() or ['no .deb'])[-1]}")
         extract_deb(debs[0], Path(tmp) / "x")
-        found = Path(tmp) / "x" / inside.lstrip("/")
-        problem = _verified(found, expected)
-        if problem:
-            raise StreamError(f"{debs[0].name}: {problem}")
-        for name in expected:
-            shutil.copyfile(found / name, into / name)
+        _copy_verified(Path(tmp) / "x" / inside.lstrip("/"), expected, into, where=f"{debs[0].name}: ")
         return f"the Debian package {package} ({debs[0].name}, apt-get download + dpkg -x)"
 
 
