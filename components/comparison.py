@@ -99,3 +99,40 @@ def markdown_table(summaries: Mapping[str, Mapping], order: list[str], reference
     rows = ["| " + " | ".join(cells) + " |" for cells in table_rows(summaries, order, columns=columns, references=references)]
     refs = [f"- (ref) {name}: {why}; compared, never champion" for name, why in references.items() if why and name in order]
     return "\n".join([header, rule, *rows, "", *refs, *(f"- {note}" for note in notes)]) + "\n"
+
+
+def tuning_comparison(summaries: Mapping[str, Mapping], tuned: Mapping[str, str], metric: str) -> list[dict]:
+    """Defaults vs tuned, side by side: each default entry's `metric` (mean, std over seeds)
+    and rank among the defaults; then the same with every tuned method replaced by its
+    tuned entry (`tuned`: entry -> tuned entry), and the rank there. Best tuned first."""
+    defaults = [n for n in summaries if n not in set(tuned.values())]
+    default_order = rank_methods({n: summaries[n]["mean"] for n in defaults}, metric)
+    tuned_order = rank_methods({n: summaries[tuned.get(n, n)]["mean"] for n in defaults}, metric)
+    rows = []
+    for name in tuned_order:
+        chosen = summaries[tuned.get(name, name)]
+        rows.append({
+            "method": name, "tuned": name in tuned,
+            "default": summaries[name]["mean"][metric], "default_std": summaries[name]["std"][metric],
+            "default_rank": default_order.index(name) + 1,
+            "with_tuning": chosen["mean"][metric], "with_tuning_std": chosen["std"][metric],
+            "tuned_rank": tuned_order.index(name) + 1,
+        })
+    return rows
+
+
+def tuning_markdown(rows: Sequence[Mapping], metric: str, stream: str, tuning_stream: str, trials: Mapping[str, int]) -> str:
+    """The side-by-side table: rank moves marked, untuned methods (references) said so."""
+    header = f"| method | default {metric} | rank | tuned {metric} | rank | moved |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for r in rows:
+        moved = r["default_rank"] - r["tuned_rank"]
+        change = "=" if moved == 0 else (f"up {moved}" if moved > 0 else f"down {-moved}")
+        tuned = format_value(metric, r["with_tuning"], r["with_tuning_std"]) if r["tuned"] else "(not tuned)"
+        lines.append(f"| {r['method']} | {format_value(metric, r['default'], r['default_std'])} | {r['default_rank']} | "
+                     f"{tuned} | {r['tuned_rank']} | {change} |")
+    budget = ", ".join(f"{m} {n}" for m, n in trials.items())
+    note = (f"Both evaluated on `{stream}`; tuned hyperparameters were chosen on `{tuning_stream}`, which shares "
+            f"no row with it (trials per method: {budget}). A method's tuned rank is among the defaults of the "
+            "methods not tuned and the tuned versions of the others.")
+    return "\n".join(lines) + "\n\n" + note + "\n"

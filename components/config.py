@@ -313,6 +313,40 @@ class CompareParams(Strict):
         return metric
 
 
+class TuneParams(Strict):
+    """The tune stage (flows/tune.py): each listed method's hyperparameters searched with
+    Optuna on a tuning stream that shares no row with the evaluation stream; the stream
+    stage then evaluates `<entry>-tuned` beside each default entry (README "Tuning")."""
+
+    methods: list[PlainName] = Field(default_factory=list, description="entries under methods: to tune; [] = tune nothing")
+    trials: int = Field(8, ge=1, description="finished (complete or pruned) trials per method")
+    startup_trials: int = Field(3, ge=1, description="random trials before TPE models the results")
+    sampler: Literal["tpe", "random"] = "tpe"
+    seed: int = Field(0, description="the sampler's seed and every trial's training seed")
+    objective: str = Field("acc", description="what each trial maximises (or minimises), the same for every method")
+    pruning: bool = Field(True, description="stop a trial whose seen-window accuracy falls below the median at that window")
+    storage: str = Field("", description="Optuna RDB storage URL; empty = sqlite in .slowfast/tune/optuna.db")
+    stream: dict[str, Any] = Field(
+        default_factory=dict, description="the tuning stream: keys of `stream:` that differ (name, seed, class order, windows)",
+    )
+    space: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="per entry, knob -> {low, high, log, integer} or {choices}: narrows or overrides "
+                                          "the method's own search space; an empty mapping drops that knob",
+    )
+
+    @field_validator("objective")
+    @classmethod
+    def _rankable(cls, metric: str) -> str:
+        return CompareParams._rankable(metric)
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, url: str) -> str:
+        if url and not url.startswith(("sqlite:///", "postgresql://", "postgresql+psycopg2://", "mysql://")):
+            raise ValueError("must be empty (sqlite in .slowfast/tune/) or an RDB URL such as postgresql://user@host/db")
+        return url
+
+
 class Params(Strict):
     seed: int = 0
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one run of every method per seed")
@@ -327,6 +361,7 @@ class Params(Strict):
     tracking: TrackingParams = TrackingParams()
     parallel: ParallelParams = ParallelParams()
     ops: OpsParams = OpsParams()
+    tune: TuneParams = TuneParams()
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -337,6 +372,16 @@ class Params(Strict):
                 if not is_plain_name(entry):
                     raise ValueError(f"entry name {entry!r} must be {PLAIN_NAME_RULE}")
         return methods
+
+    @model_validator(mode="after")
+    def _tuned_entries_exist(self) -> "Params":
+        for entry in self.tune.methods:
+            if entry not in self.methods:
+                raise ValueError(f"tune.methods: no entry {entry!r} under methods:; entries: {sorted(self.methods)}")
+        for entry in self.tune.space:
+            if entry not in self.tune.methods:
+                raise ValueError(f"tune.space.{entry}: {entry!r} is not listed in tune.methods")
+        return self
 
     @model_validator(mode="after")
     def _untrained_needs_a_checkpoint(self) -> "Params":

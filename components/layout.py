@@ -82,12 +82,37 @@ class Layout:
         return self.results / "compare.json"
 
     @property
+    def tuning_comparison(self) -> Path:
+        """Defaults vs tuned, side by side (tasks/compare.py; only when something was tuned)."""
+        return self.results / "tuning_comparison.json"
+
+    @property
     def compare_md(self) -> Path:
         return self.results / "compare.md"
 
     @property
     def plots(self) -> Path:
         return self.results / "plots"
+
+    @property
+    def tune_results(self) -> Path:
+        """results/tune/: what the tune stage chose (chosen.json) and how (trials/)."""
+        return self.results / "tune"
+
+    @property
+    def chosen_configs(self) -> Path:
+        return self.tune_results / "chosen.json"
+
+    @property
+    def tune_state(self) -> Path:
+        """The Optuna studies (sqlite) and the tuning stream's own workspace: kept between
+        runs, never a DVC output (DVC would delete the studies a killed run resumes)."""
+        return self.root / ".slowfast" / "tune"
+
+    @property
+    def tune_records(self) -> Path:
+        """Per tuned entry, its tuning run in MLflow (what the evaluation runs are tagged with)."""
+        return self.run_records / "tune"
 
     @property
     def headline_metrics(self) -> Path:

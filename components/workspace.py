@@ -11,6 +11,7 @@ stream once per process (cached on the files' contents and stat), not once per w
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -20,6 +21,7 @@ import torch
 from components.config import Params, load_params
 from components.data.loading import Stream
 from components.data.stream_io import MANIFEST
+from components.errors import ParamsError
 from components.layout import REPO_ROOT, Layout
 from components.runtime import pick_device, window_seed
 
@@ -59,17 +61,42 @@ def _stamp(path: Path) -> tuple:
     return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
+def with_tuned_entries(params: Params, root: Path, source: str = "params.yaml") -> Params:
+    """`methods:` plus `<entry>-tuned` for each entry the tune stage chose a configuration
+    for (results/tune/chosen.json): the entry's block with the chosen knobs. A choice made
+    for another block than the current one is one line: the tune stage must run first."""
+    path = Layout(root, params.stream.name).chosen_configs
+    if not path.is_file():
+        return params
+    try:
+        chosen = json.loads(path.read_text())["methods"]
+    except (ValueError, KeyError, TypeError):
+        raise ParamsError(f"{path}: not the tune stage's output (expected a 'methods' mapping); run `dvc repro tune`") from None
+    methods = dict(params.methods)
+    for entry, choice in chosen.items():
+        name = f"{entry}-tuned"
+        if name in params.methods:
+            raise ParamsError(f"{source}: methods.{name}: this name is the tune stage's evaluated entry for "
+                              f"'{entry}'; rename the entry")
+        if params.methods.get(entry) != choice["base"]:
+            raise ParamsError(f"{path}: chosen for another methods.{entry} block than {source}'s; run the tune "
+                              "stage first (`dvc repro` does)")
+        methods[name] = {**choice["base"], "method": choice["method"], **choice["config"]}
+    return params.model_copy(update={"methods": methods})
+
+
 def open_workspace(params_path: Path | str = "params.yaml", root: Path | str = ".") -> Workspace:
     """The workspace of `root` with `params_path` (relative to root), reused while neither
-    the params file nor the stream's manifest changed."""
+    the params file, the tune stage's choices nor the stream's manifest changed."""
     root = Path(root)
     path = root / params_path
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-    key = (str(root.resolve()), str(params_path), digest)
+    chosen = root / "results" / "tune" / "chosen.json"
+    key = (str(root.resolve()), str(params_path), digest, _stamp(chosen))
     workspace = _OPEN.get(key)
     if workspace is not None and workspace.manifest_stamp == _stamp(workspace.layout.stream_dir / MANIFEST):
         return workspace
-    params = load_params(path)
+    params = with_tuned_entries(load_params(path), root, str(path))
     from components.methods import validate_entries  # here: the method registry imports this module
 
     validate_entries(params.methods, str(path))

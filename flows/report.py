@@ -46,9 +46,29 @@ def print_comparison(root: Path = REPO_ROOT, console: Console | None = None) -> 
             console.print(f"(ref) {name}: {why}; compared, never champion", soft_wrap=False)
     for note in notes:
         console.print(note)
+    _print_tuning(Path(root), console)
     champion = champions(list(records), references)[0]
     console.print(f"champion: {champion} (MLflow registry alias 'champion')")
     return True
+
+
+def _print_tuning(root: Path, console: Console) -> None:
+    """Defaults vs tuned, when the tune stage chose configurations (results/tuning_comparison.json)."""
+    path = root / "results" / "tuning_comparison.json"
+    tuning = json.loads(path.read_text()) if path.is_file() else {}
+    if not tuning.get("rows"):
+        return
+    metric = tuning["metric"]
+    table = Table(title=f"defaults vs tuned on the tuning stream ({metric}; results/compare.md)", box=box.SIMPLE_HEAD,
+                  pad_edge=False)
+    for header in ("method", f"default {metric}", "rank", f"tuned {metric}", "rank", "moved"):
+        table.add_column(header, justify="left" if header in ("method", "moved") else "right", no_wrap=True)
+    for r in tuning["rows"]:
+        moved = r["default_rank"] - r["tuned_rank"]
+        tuned = f"{r['with_tuning']:.3f}±{r['with_tuning_std']:.3f}" if r["tuned"] else "not tuned"
+        table.add_row(r["method"], f"{r['default']:.3f}±{r['default_std']:.3f}", str(r["default_rank"]), tuned,
+                      str(r["tuned_rank"]), "=" if moved == 0 else (f"up {moved}" if moved > 0 else f"down {-moved}"))
+    console.print(table)
 
 
 def _timings(root: Path, methods: list[str]) -> dict[str, str]:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import sys
 
 import argparse
-import os
 from contextlib import ExitStack
 
 import dask
 from prefect import flow
 from prefect.futures import wait
 
-from adapters import dask_cluster, servers
+from adapters import dask_cluster, engine
 from adapters import mlflow_store as tracking
 from components.errors import SlowfastError
 from components.methods import entry_config
@@ -106,15 +105,8 @@ def main(method: str | None = None, params_path: str = "params.yaml", root: str 
     """The stage: units on the Dask cluster `parallel:` names, sharing one tracking store
     and one Prefect API (loopback servers started here when none is set)."""
     ws = open_workspace(params_path, root)
-    parallel = ws.params.parallel
-    runner = None
     with ExitStack() as stack:
-        if dask_cluster.uses_cluster(parallel):
-            dask_cluster.check_remote_tracking(parallel, tracking.tracking_uri())
-            prefect_api = servers.shared_prefect_api()
-            uri = stack.enter_context(servers.shared_tracking(ws.layout.root / ".slowfast", meanwhile=prefect_api))
-            env = dask_cluster.worker_env(uri, os.environ.get("PREFECT_API_URL"), ws.params.threads)
-            runner = dask_cluster.task_runner(parallel, ws.device, env)
+        runner = engine.units_task_runner(stack, ws)
         chosen = stream_flow if method else methods_flow
         options = {"task_runner": runner} if runner is not None else {}
         arguments = {"method": method} if method else {}

@@ -16,9 +16,11 @@ from prefect.cache_policies import NO_CACHE
 
 from components.checkpoint import save_json
 from components.comparison import (
-    COLUMNS, HEADERS, HEADLINE, champions, markdown_table, rank_methods, shown_columns, table_rows,
+    COLUMNS, HEADERS, HEADLINE, champions, markdown_table, rank_methods, shown_columns, table_rows, tuning_comparison,
+    tuning_markdown,
 )
 from components.config import load_params
+from components.workspace import with_tuned_entries
 from components.methods import entry_config, method_type
 from components.errors import SlowfastError
 from components.plots import accuracy_heatmap, continual_curves, headline_bars, read_continual_csv
@@ -81,6 +83,23 @@ def _write_headline_metrics(layout: Layout, summaries: dict[str, dict], order: l
         save_json({c: round(summaries[name]["mean"][c], 4) for c in HEADLINE}, layout.headline_metrics / f"{name}.json")
 
 
+def _tuning_section(layout: Layout, summaries: dict[str, dict], metric: str, stream: str) -> str:
+    """results/tuning_comparison.json and compare.md's "Defaults vs tuned" section (no rows
+    and no section when nothing was tuned)."""
+    chosen = json.loads(layout.chosen_configs.read_text())["methods"] if layout.chosen_configs.is_file() else {}
+    tuned = {entry: f"{entry}-tuned" for entry in chosen if f"{entry}-tuned" in summaries}
+    rows = tuning_comparison(summaries, tuned, metric) if tuned else []
+    save_json({"metric": metric, "rows": rows, "chosen": {e: chosen[e]["config"] for e in tuned}},
+              layout.tuning_comparison, sort_keys=False)
+    if not tuned:
+        return ""
+    tuning_stream = next(iter(chosen.values()))["tuning_stream"]
+    moved = [r["method"] for r in rows if r["default_rank"] != r["tuned_rank"]]
+    return ("\n## Defaults vs tuned on the tuning stream\n\n"
+            + tuning_markdown(rows, metric, stream, tuning_stream, {e: chosen[e]["trials"] for e in tuned})
+            + f"Rank changed: {', '.join(moved) if moved else 'none'}.\n")
+
+
 def _version_description(method: str, summary: dict, metric: str, alias: str, stream: str) -> str:
     mean, std = summary["mean"], summary["std"]
     figures = ", ".join(f"{c} {mean[c]:.3f} ± {std[c]:.3f}" for c in HEADLINE)
@@ -91,7 +110,7 @@ def _version_description(method: str, summary: dict, metric: str, alias: str, st
 
 @task(name="compare-methods", cache_policy=NO_CACHE)
 def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    params = load_params(Path(root) / params_path)
+    params = with_tuned_entries(load_params(Path(root) / params_path), Path(root), params_path)
     layout = Layout(Path(root), params.stream.name)
     summaries = _load_summaries(layout, list(params.methods))
     metric = params.compare.champion_metric
@@ -111,7 +130,7 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     _write_headline_metrics(layout, summaries, order)
     note = (f"Methods on `{params.stream.name}`, best {metric} first; mean ± std over seeds {seeds}. "
             f"Champion: {crowned[0]}.\n\n")
-    layout.compare_md.write_text(note + table)
+    layout.compare_md.write_text(note + table + _tuning_section(layout, summaries, metric, params.stream.name))
     plots = _write_plot_data(layout, summaries, order)
 
     name = tracking.registered_model_name(params.stream.name)

@@ -204,7 +204,7 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         "method": entry, "method_type": kind.name, "seed": str(seed), "stream": manifest.name,
         "stream_hash": manifest.content_hash, "phase": "stream", "fingerprint": current,
         "params_digest": fingerprint(params)[:16],  # the same knobs give the same digest, run after run
-    }
+    } | _tuning_tags(ws, entry)
     if resumable(previous, current):
         assert previous is not None
         tags |= {"resumed_from": previous.run_id, "resumed_at_window": str(previous.next_window)}
@@ -231,6 +231,23 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
+
+
+def _tuning_tags(ws: Workspace, entry: str) -> dict[str, str]:
+    """An `<entry>-tuned` run names where its knobs came from: the tuning stream, the
+    Optuna study and (in the checkout that tuned it) the method's tuning run in MLflow."""
+    base = entry.removesuffix("-tuned")
+    if base == entry or not ws.layout.chosen_configs.is_file():
+        return {}
+    choice = json.loads(ws.layout.chosen_configs.read_text())["methods"].get(base)
+    if choice is None:
+        return {}
+    tags = {"tuned_from": base, "tuning_stream": choice["tuning_stream"], "tuning_study": choice["study"]}
+    try:
+        tags["tuning_run"] = json.loads((ws.layout.tune_records / f"{base}.json").read_text())["run_id"]
+    except (OSError, ValueError, KeyError):
+        pass  # a checkout whose results/tune came from DVC: the study names the search
+    return tags
 
 
 def absorb(unit: Unit, window: int, parent_run_id: str, start_step: int = 0, work: list[float] | None = None) -> WindowRecord:

@@ -22,7 +22,7 @@ from components.config import ModelParams, validate_model
 from components.data.loading import Stream
 from components.errors import ParamsError
 from components.layout import REPO_ROOT
-from components.methods.base import REGISTRY, Method, MethodConfig, MethodContext, WindowReport
+from components.methods.base import REGISTRY, Knob, Method, MethodConfig, MethodContext, WindowReport
 from components.models import SlowNet, build_model, missing_parts
 from components.runtime import configure_torch
 from components.training import BatchHook, StepHook
@@ -122,5 +122,5 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["REGISTRY", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "entry_config",
+__all__ = ["REGISTRY", "Knob", "Method", "MethodConfig", "MethodContext", "Stream", "WindowReport", "build_method", "entry_config",
            "load_method", "method_files", "validate_entries"]

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from components.errors import ParamsError
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from components.buffers import ReservoirBuffer
@@ -43,6 +43,38 @@ class MethodConfig(BaseModel):
     masked_loss: bool = Field(
         False, description="cross-entropy over the window's classes only (labels trick, Zeno et al. 2018)"
     )
+
+
+class Knob(BaseModel):
+    """One hyperparameter's search range for the tune stage: `low`..`high` (on a log scale
+    when `log`; whole numbers when `integer`), or a list of `choices`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "Knob":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either a non-empty `choices` list or `low` and `high`, not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"give `low` < `high` (got low={self.low}, high={self.high}) or `choices`")
+        elif self.log and self.low <= 0:
+            raise ValueError(f"a log-scale range needs low > 0 (got {self.low})")
+        return self
+
+
+def log_range(low: float, high: float) -> Knob:
+    return Knob(low=low, high=high, log=True)
+
+
+def linear_range(low: float, high: float) -> Knob:
+    return Knob(low=low, high=high)
 
 
 @dataclass
@@ -82,6 +114,11 @@ class Method(ABC):
     # Parts of the slow model this method uses beyond logits from forward (components/models.py
     # MODEL_PARTS: "features", "head", "backbone"); checked when the model is built.
     requires: ClassVar[tuple[str, ...]] = ()
+    # What the tune stage searches (knob -> range; params.yaml `tune.space` narrows or
+    # overrides it): the knobs that set how fast and how hard the method learns. Memory
+    # budgets (buffer sizes, capacities) are part of the protocol, the same for every
+    # method, and are never tuned.
+    search_space: ClassVar[dict[str, Knob]] = {"lr": Knob(low=1e-4, high=5e-2, log=True)}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range, linear_range
 
 
 class ClsErConfig(MethodConfig):
@@ -37,6 +37,7 @@ def ema_update(target: nn.Module, source: nn.Module, decay: float) -> None:
 
 class ClsEr(Method):
     name = "clser"
+    search_space = {"lr": log_range(1e-4, 5e-2), "plastic_decay": linear_range(0.5, 0.99), "stable_decay": linear_range(0.9, 0.999), "consistency": log_range(0.01, 1.0)}
     Config = ClsErConfig
     state_attributes = ("plastic", "stable", "buffer")
 

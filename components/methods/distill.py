@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range, linear_range
 from components.methods.losses import kd_loss
 from components.training import predict_logits
 
@@ -32,6 +32,7 @@ class DistillConfig(MethodConfig):
 
 class Distill(Method):
     name = "distill"
+    search_space = {"lr": log_range(1e-4, 5e-2), "distill_lr": log_range(1e-4, 5e-2), "temperature": linear_range(1.0, 4.0), "margin": linear_range(0.0, 4.0)}
     Config = DistillConfig
 
     def teacher_logits(self, fast: nn.Module, window: Window) -> torch.Tensor:

@@ -36,7 +36,7 @@ from pydantic import Field
 from torch import nn
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, Knob, log_range
 from components.models import SlowNet
 
 
@@ -219,6 +219,7 @@ class CorrectedModel(nn.Module):
 
 class ErrorMemoryMethod(Method):
     name = "error_memory"
+    search_space = {"weight": log_range(0.1, 4.0), "min_support": log_range(0.5, 10.0), "hash_bits": Knob(low=8, high=16, integer=True)}
     requires = ("features", "head")
     Config = ErrorMemoryConfig
 

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range, linear_range
 from components.methods.losses import quadratic_penalty
 
 
@@ -25,6 +25,7 @@ class FastSlowConfig(MethodConfig):
 
 class FastSlow(Method):
     name = "fastslow"
+    search_space = {"lr": log_range(1e-4, 5e-2), "beta": linear_range(0.1, 1.0), "strength": log_range(0.01, 10.0)}
     Config = FastSlowConfig
 
     def adapt(self, window: Window) -> torch.nn.Module:

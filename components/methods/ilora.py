@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range, linear_range
 from components.models import adaptable_layers, state_bytes
 
 if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
@@ -39,6 +39,7 @@ class IloraConfig(MethodConfig):
 
 class Ilora(Method):
     name = "ilora"
+    search_space = {"lr": log_range(1e-4, 5e-2), "ema": linear_range(0.8, 0.999), "consistency": log_range(0.01, 1.0)}
     requires = ("features", "head")
     Config = IloraConfig
     state_attributes = ("buffer",)

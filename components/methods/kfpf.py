@@ -19,7 +19,7 @@ from torch import nn
 
 from components.data.loading import Window
 from components.errors import ParamsError
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, Knob, log_range
 
 
 class KfpfConfig(MethodConfig):
@@ -31,6 +31,7 @@ class KfpfConfig(MethodConfig):
 
 class Kfpf(Method):
     name = "kfpf"
+    search_space = {"lr": log_range(1e-4, 5e-2), "fpf_lr": log_range(1e-3, 1e-1), "fpf_steps": Knob(low=10, high=200, integer=True, log=True)}
     requires = ("backbone", "head")
     Config = KfpfConfig
     state_attributes = ("buffer",)

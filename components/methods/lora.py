@@ -10,7 +10,7 @@ from pydantic import Field
 
 from components.data.loading import Window
 from components.errors import ParamsError
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, Knob, log_range
 from components.models import adaptable_layers, state_bytes
 
 if TYPE_CHECKING:  # peft pulls in transformers (~3 s): imported only where an adapter is built
@@ -28,6 +28,7 @@ class LoraMethodConfig(MethodConfig):
 
 class Lora(Method):
     name = "lora"
+    search_space = {"lr": log_range(1e-4, 1e-1), "rank": Knob(choices=[2, 4, 8, 16]), "alpha": log_range(1.0, 32.0)}
     Config = LoraMethodConfig
 
     def attach_adapter(self) -> PeftModel:

@@ -11,7 +11,7 @@ import torch
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range, linear_range
 from components.methods.losses import kd_loss
 
 
@@ -22,6 +22,7 @@ class LwfConfig(MethodConfig):
 
 class Lwf(Method):
     name = "lwf"
+    search_space = {"lr": log_range(1e-4, 5e-2), "alpha": log_range(0.1, 10.0), "temperature": linear_range(1.0, 4.0)}
     Config = LwfConfig
 
     def absorb(self, window: Window) -> dict[str, list[float]]:

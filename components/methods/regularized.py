@@ -21,7 +21,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range
 from components.methods.losses import quadratic_penalty
 
 
@@ -89,6 +89,7 @@ class _Anchored(Method):
 
 class L2(_Anchored):
     name = "l2"
+    search_space = {"lr": log_range(1e-4, 5e-2), "strength": log_range(0.01, 100.0)}
     Config = PenaltyConfig
 
     def update_importance(self, window: Window) -> None:
@@ -97,6 +98,7 @@ class L2(_Anchored):
 
 class Ewc(_Anchored):
     name = "ewc"
+    search_space = {"lr": log_range(1e-4, 5e-2), "strength": log_range(1.0, 1e5)}
     Config = EwcConfig
 
     def update_importance(self, window: Window) -> None:

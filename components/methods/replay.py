@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, Knob, log_range
 
 
 class ReplayConfig(MethodConfig):
@@ -20,6 +20,7 @@ class ReplayConfig(MethodConfig):
 
 class Replay(Method):
     name = "replay"
+    search_space = {"lr": log_range(1e-4, 5e-2), "epochs": Knob(low=1, high=10, integer=True)}
     Config = ReplayConfig
     state_attributes = ("buffer",)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from components.data.loading import Window
-from components.methods.base import Method, MethodConfig
+from components.methods.base import Method, MethodConfig, log_range
 from components.training import train
 
 
@@ -36,6 +36,7 @@ def normalised_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 class Slca(Method):
     name = "slca"
+    search_space = {"lr": log_range(1e-4, 5e-2), "backbone_lr_ratio": log_range(0.001, 1.0), "logit_temperature": log_range(0.02, 1.0)}
     requires = ("features", "head", "backbone")
     Config = SlcaConfig
     state_attributes = ("class_means", "class_covs")
