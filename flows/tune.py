@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from contextlib import ExitStack
 
 import dask
@@ -52,13 +53,14 @@ def _parent_run(ws, study: Study, tuning: dict) -> str:  # noqa: ANN001
 
 
 def _run_trials(ws, params_path: str, root: str, studies: list[Study], parents: dict[str, str], tuning: dict,
-                in_process: bool) -> list[BaseException]:  # noqa: ANN001
-    """Each study's trials one after another; studies side by side on the cluster."""
+                in_process: bool, done: list[dict]) -> list[BaseException]:  # noqa: ANN001
+    """Each study's trials one after another; studies side by side on the cluster. What
+    each trial reported goes to `done`."""
     p, uri, errors = ws.params, tracking.tracking_uri(), []
     if in_process:
         for study in studies:
             while _remaining(p, ws.layout, study) > 0:
-                run_trial(ask(params_path, root, study, tuning, parents[study.entry], uri))
+                done.append(run_trial(ask(params_path, root, study, tuning, parents[study.entry], uri)))
         return errors
     pending = {}
     with dask.annotate(**dask_cluster.unit_annotations(p.parallel)):
@@ -66,12 +68,13 @@ def _run_trials(ws, params_path: str, root: str, studies: list[Study], parents: 
             if _remaining(p, ws.layout, study) > 0:
                 pending[run_trial.submit(ask(params_path, root, study, tuning, parents[study.entry], uri))] = study
         while pending:
-            done = next(as_completed(list(pending)))
-            study = pending.pop(done)
-            outcome = done.result(raise_on_failure=False)
+            future = next(as_completed(list(pending)))
+            study = pending.pop(future)
+            outcome = future.result(raise_on_failure=False)
             if isinstance(outcome, BaseException):
                 errors.append(outcome)  # this study stops; the others go on
                 continue
+            done.append(outcome)
             if _remaining(p, ws.layout, study) > 0:
                 pending[run_trial.submit(ask(params_path, root, study, tuning, parents[study.entry], uri))] = study
     return errors
@@ -98,7 +101,16 @@ def tune_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_p
         parents[study.entry] = _parent_run(ws, study, tuning)
         note = f"; {interrupted} interrupted trial(s) asked again" if interrupted else ""
         print(f"[{study.entry}] study {study.name}: {left} trial(s) to run{note}", flush=True)
-    errors = _run_trials(ws, params_path, root, [s for s in studies if s.entry in parents], parents, tuning, in_process)
+    done: list[dict] = []
+    began = time.perf_counter()
+    errors = _run_trials(ws, params_path, root, [s for s in studies if s.entry in parents], parents, tuning, in_process,
+                         done)
+    if done:
+        wall, workers = time.perf_counter() - began, 1 if in_process else max(1, p.parallel.workers)
+        work = sum(t["work_seconds"] for t in done)
+        print(f"[tune] {len(done)} trial(s) in {wall:.1f} s on {workers} worker(s); fixed cost per trial "
+              f"{(wall * workers - work) / len(done):.2f} s (wall x workers - training and evaluation, per trial; "
+              f"idle workers at the end count)", flush=True)
     if errors:
         for study in studies:
             if study.entry in parents:

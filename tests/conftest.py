@@ -9,6 +9,9 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 import copy  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -144,3 +147,42 @@ def make_root(base: Path, params: dict) -> Path:
     prepare_flow(root=str(base))
     pretrain_flow(root=str(base))
     return base
+
+
+def _postgres_bin() -> Path | None:
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return candidates[-1].parent if candidates else None
+
+
+@pytest.fixture
+def postgres(tmp_path):
+    """A real PostgreSQL server (the Debian package; .ci/run installs it) on loopback in a
+    temporary directory, for as long as the test runs. Yields its SQLAlchemy URI."""
+    binaries = _postgres_bin()
+    if binaries is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
+    from adapters.servers import free_port
+
+    home = Path(tempfile.mkdtemp(prefix="slowfast-pg-"))  # not under pytest's root-only folder
+    data, sockets = home / "pg", home / "sock"
+    sockets.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        for path in (home, sockets):
+            shutil.chown(path, "postgres")
+    port = free_port()
+    run = lambda *a: subprocess.run([*as_user, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
+    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "slowfast", "--auth=trust", "-E", "UTF8")
+    assert init.returncode == 0, init.stderr
+    start = run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(home / "pg.log"), "-w", "-o",
+                f"-p {port} -k {sockets} -h 127.0.0.1", "start")
+    assert start.returncode == 0, start.stderr + (home / "pg.log").read_text()
+    try:
+        yield f"postgresql+psycopg2://slowfast@127.0.0.1:{port}/postgres"  # the database initdb creates
+    finally:
+        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(home, ignore_errors=True)

@@ -24,6 +24,10 @@ from tests.conftest import tiny_params, write_params
 
 pytestmark = pytest.mark.e2e
 E2E_METHODS = ("finetune", "lora", "replay")
+# A tiny study: lora tuned on another draw in another class order, evaluated as lora-tuned.
+E2E_TUNE = {"methods": ["lora"], "trials": 3, "startup_trials": 2,
+            "stream": {"seed": 7, "pretrain_classes": [6, 7, 8, 9], "window_classes": [[0, 1], [2, 3], [4, 5]]}}
+EVALUATED = (*E2E_METHODS, "lora-tuned")
 
 
 def _copy_repository(dest: Path) -> None:
@@ -80,6 +84,7 @@ def project(prefect_api_url, mlflow_server, tmp_path_factory):
     # The pipeline, not each method, is under test here (tests/test_methods.py covers them all).
     params["methods"] = {m: params["methods"][m] for m in E2E_METHODS}
     params["parallel"] = {"workers": 2}  # the default engine: units on a local Dask cluster
+    params["tune"] = E2E_TUNE
     write_params(root, params)
     env = {
         **os.environ,
@@ -99,7 +104,7 @@ def test_repro_runs_every_stage_quietly(project):
     first = project["first"]
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout + first.stderr
-    for stage in ("prepare", "pretrain", "stream", "compare"):
+    for stage in ("prepare", "pretrain", "tune", "stream", "compare"):
         assert f"Running stage '{stage}'" in out
     assert "[lora seed 0] window 3/3" in out  # one progress line per window
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
@@ -114,7 +119,7 @@ def test_the_mlflow_server_holds_runs_histories_artifacts_and_the_champion(proje
     runs = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
                                       "filter": "tags.phase = 'stream'", "max_results": 100})["runs"]
     tags = [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
-    assert sorted(t["method"] for t in tags) == sorted(E2E_METHODS)
+    assert sorted(t["method"] for t in tags) == sorted(EVALUATED)
     assert all(r["info"]["status"] == "FINISHED" for r in runs)
 
     lora = next(r for r, t in zip(runs, tags) if t["method"] == "lora")["info"]["run_id"]
@@ -143,6 +148,41 @@ def test_the_mlflow_server_holds_runs_histories_artifacts_and_the_champion(proje
             assert not (float(np.float32(value)) == value and round(value, 6) != value), (key, value)
 
 
+def test_tuned_on_the_tuning_stream_evaluated_beside_the_defaults_and_traced_to_its_study(project):
+    """tune -> stream -> compare: lora's knobs chosen by a 3-trial study on the tuning stream,
+    evaluated as lora-tuned, compared side by side; MLflow holds the tuning run with a child
+    run per trial and its figures, and the evaluation run names the tuning run."""
+    root = project["root"]
+    chosen = json.loads((root / "results" / "tune" / "chosen.json").read_text())["methods"]
+    assert list(chosen) == ["lora"] and chosen["lora"]["trials"] == 3
+    assert chosen["lora"]["tuning_stream"] == "tiny-classinc-tune"
+    assert (root / "results" / "methods" / "lora-tuned" / "metrics.json").is_file()
+    assert "## Defaults vs tuned on the tuning stream" in (root / "results" / "compare.md").read_text()
+    rows = json.loads((root / "results" / "tuning_comparison.json").read_text())["rows"]
+    assert {r["method"]: r["tuned"] for r in rows} == {"finetune": False, "lora": True, "replay": False}
+    assert "defaults vs tuned on the tuning stream" in project["first"].stdout
+
+    base = project["env"]["MLFLOW_TRACKING_URI"]
+    experiment = rest(base, "experiments/get-by-name", experiment_name="tiny-classinc-tuning")["experiment"]
+    runs = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]], "max_results": 100})["runs"]
+    tags = {r["info"]["run_id"]: {t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs}
+    (parent,) = [run_id for run_id, t in tags.items() if "mlflow.parentRunId" not in t]
+    children = [run_id for run_id, t in tags.items() if t.get("mlflow.parentRunId") == parent]
+    assert len(children) == 3 and tags[parent]["study"] == chosen["lora"]["study"]
+    files = {f["path"] for f in rest(base, "artifacts/list", run_id=parent, path="tuning")["files"]}
+    assert {"tuning/lora.csv", "tuning/lora_history.png"} <= files
+    evaluation = [t for t in (dict(r) for r in _run_tags(project)) if t.get("method") == "lora-tuned"]
+    assert evaluation and all(t["tuning_run"] == parent and t["tuned_from"] == "lora" for t in evaluation)
+
+
+def _run_tags(project) -> list[dict[str, str]]:
+    base = project["env"]["MLFLOW_TRACKING_URI"]
+    experiment = rest(base, "experiments/get-by-name", experiment_name="tiny-classinc")["experiment"]
+    runs = rest(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                      "filter": "tags.phase = 'stream'", "max_results": 100})["runs"]
+    return [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
+
+
 def test_dvc_metrics_show_prints_a_short_row_per_method(project):
     metrics = project["run"]("dvc", "metrics", "show")
     assert metrics.returncode == 0, metrics.stderr
@@ -163,7 +203,7 @@ def test_dvc_plots_show_renders_offline(project):
     html = (root / "dvc_plots" / "index.html").read_text()
     assert "<script" not in html and "http" not in html.replace("http-equiv", "")
     images = re.findall(r'<img src="([^"]+)"', html)
-    expected = {"continual_accuracy.png", "headline_metrics.png", *(f"heatmap_{m}.png" for m in E2E_METHODS)}
+    expected = {"continual_accuracy.png", "headline_metrics.png", *(f"heatmap_{m}.png" for m in EVALUATED)}
     assert {Path(urllib.parse.unquote(src)).name.removeprefix("workspace_results_plots_figures_")
             for src in images} == expected
     for src in images:
@@ -196,13 +236,13 @@ def test_second_repro_reruns_nothing_and_a_param_change_retrains_only_its_method
     changed = project["run"]("dvc", "repro")
     assert changed.returncode == 0, changed.stderr
     ran = {line.split("'")[1] for line in changed.stdout.splitlines() if line.startswith("Running stage")}
-    assert ran == {"stream", "compare"}
+    assert ran == {"tune", "stream", "compare"}  # lora's block changed: its study is new, lora-tuned too
     assert "[finetune] unchanged since its results were written: kept" in changed.stdout
     assert "[replay] unchanged since its results were written: kept" in changed.stdout
     assert "[lora seed 0] window 3/3" in changed.stdout and "[finetune seed 0] window" not in changed.stdout
     after = _stream_runs(project)
     new = {run: method for run, method in after.items() if run not in before}
-    assert sorted(new.values()) == ["lora"]  # the kept methods' MLflow runs are untouched
+    assert sorted(new.values()) == ["lora", "lora-tuned"]  # the kept methods' MLflow runs are untouched
     assert {p: p.read_bytes() for p in kept} == kept
 
 
@@ -269,7 +309,7 @@ def test_dvc_exp_run_with_a_set_param_survives_the_yaml_rewrite_and_is_told_apar
     assert load_params(root / "params.yaml").ops.drift.detector == "off"
     assert "[finetune] unchanged since its results were written: kept" in exp.stdout
     new = {run_id: method for run_id, method in _stream_runs(project).items() if run_id not in before}
-    assert sorted(new.values()) == ["lora"]
+    assert sorted(new.values()) == ["lora", "lora-tuned"]
     base = project["env"]["MLFLOW_TRACKING_URI"]
     tags = {t["key"]: t["value"] for t in rest(base, "runs/get", run_id=next(iter(new)))["run"]["data"]["tags"]}
     assert tags["dvc_exp"] == "lora-epochs2" and len(tags["params_digest"]) == 16

@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -156,45 +155,6 @@ def test_a_unit_failing_on_a_user_error_ends_the_stage_in_one_line_and_the_other
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name(STREAM).experiment_id], "tags.method = 'wronglayer'")
     assert len(runs) == 2 and {r.info.status for r in runs} == {"FAILED"}
-
-
-def _postgres_bin() -> Path | None:
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).parent
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    return candidates[-1].parent if candidates else None
-
-
-@pytest.fixture
-def postgres(tmp_path):
-    """A real PostgreSQL server (the Debian package; .ci/run installs it) on loopback in a
-    temporary directory, for as long as the test runs. Yields its SQLAlchemy URI."""
-    binaries = _postgres_bin()
-    if binaries is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does)")
-    from adapters.servers import free_port
-
-    home = Path(tempfile.mkdtemp(prefix="slowfast-pg-"))  # not under pytest's root-only folder
-    data, sockets = home / "pg", home / "sock"
-    sockets.mkdir()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
-        for path in (home, sockets):
-            shutil.chown(path, "postgres")
-    port = free_port()
-    run = lambda *a: subprocess.run([*as_user, *a], capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run(str(binaries / "initdb"), "-D", str(data), "-U", "slowfast", "--auth=trust", "-E", "UTF8")
-    assert init.returncode == 0, init.stderr
-    start = run(str(binaries / "pg_ctl"), "-D", str(data), "-l", str(home / "pg.log"), "-w", "-o",
-                f"-p {port} -k {sockets} -h 127.0.0.1", "start")
-    assert start.returncode == 0, start.stderr + (home / "pg.log").read_text()
-    try:
-        yield f"postgresql+psycopg2://slowfast@127.0.0.1:{port}/postgres"  # the database initdb creates
-    finally:
-        run(str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_an_mlflow_server_on_postgresql_takes_every_worker(reference, prepared, prefect_api_url, postgres, tmp_path):

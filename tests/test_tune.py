@@ -1,0 +1,176 @@
+"""The tune stage: search spaces and their overrides, the tuning/evaluation disjointness
+check, seeded studies that choose the same configuration twice, and a SIGKILLed stage that
+resumes its studies without repeating finished trials. (The whole tune -> evaluate ->
+compare path through `dvc repro` is in tests/test_e2e.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from components.config import parse_params
+from components.errors import ParamsError
+from components.tuning import search_space, tuning_stream
+from tests.conftest import REPO, tiny_params, write_params
+
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+TUNING_STREAM = {"seed": 7, "pretrain_classes": [6, 7, 8, 9], "window_classes": [[0, 1], [2, 3], [4, 5]]}
+
+
+def _params(**tune) -> dict:
+    params = tiny_params()
+    params["methods"] = {"finetune": params["methods"]["finetune"], "lora": {"epochs": 1}, "ilora": {"epochs": 1}}
+    params["tune"] = {"methods": ["lora"], "trials": 4, "startup_trials": 2, "stream": TUNING_STREAM, **tune}
+    return params
+
+
+def test_a_method_declares_its_space_and_params_narrow_override_or_drop_knobs():
+    default = search_space(parse_params(_params()), "lora")
+    assert default["lr"].log and default["lr"].low == 1e-4 and default["rank"].choices == [2, 4, 8, 16]
+    narrowed = search_space(parse_params(_params(space={"lora": {"lr": {"low": 0.001, "high": 0.01, "log": True},
+                                                                 "rank": {"choices": [4]}, "alpha": {}}})), "lora")
+    assert (narrowed["lr"].low, narrowed["lr"].high, narrowed["rank"].choices) == (0.001, 0.01, [4])
+    assert "alpha" not in narrowed
+
+
+@pytest.mark.parametrize("space, expected", [
+    ({"lora": {"nope": {"low": 1, "high": 2}}}, "tune.space.lora.nope: method 'lora' has no knob 'nope'"),
+    ({"lora": {"lr": {"low": 0.1, "high": 0.01}}}, "tune.space.lora.lr"),
+    ({"lora": {"lr": {"low": 0.0, "high": 0.01, "log": True}}}, "log-scale range needs low > 0"),
+    ({"lora": {"dropout": {"low": 0.5, "high": 1.5}}}, "tune.space.lora.dropout = 1.5"),  # outside lora's Config
+    ({"lora": {"lr": {}, "rank": {}, "alpha": {}}}, "nothing is left to search"),
+])
+def test_a_bad_search_space_is_one_line_naming_the_knob(space, expected):
+    with pytest.raises(ParamsError) as error:
+        search_space(parse_params(_params(space=space)), "lora")
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_tuning_stream_that_only_renames_the_evaluation_stream_is_refused():
+    with pytest.raises(ParamsError, match="the tuning stream is the evaluation stream under another name"):
+        tuning_stream(parse_params(_params(stream={"name": "other"})))
+    with pytest.raises(ParamsError, match="tune.methods: no entry 'nope'"):
+        parse_params(_params(methods=["nope"]))
+
+
+def _env(prefect_api_url: str, store: str) -> dict:
+    return {**os.environ, "PREFECT_API_URL": prefect_api_url, "MLFLOW_TRACKING_URI": store,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def _project(base: Path, params: dict, env: dict) -> Path:
+    base.mkdir(parents=True)
+    write_params(base, params)
+    prepared = subprocess.run([sys.executable, "-m", "flows.prepare", "--root", str(base)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert prepared.returncode == 0, prepared.stderr
+    return base
+
+
+def _tune(root: Path, env: dict, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "flows.tune", "--root", str(root)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def test_a_tuning_stream_that_shares_rows_with_the_evaluation_stream_is_refused_with_one_line(
+        prefect_api_url, mlflow_store, tmp_path):
+    env = _env(prefect_api_url, mlflow_store)
+    # The same generator draw in another class order: every row is in both streams.
+    params = _params(stream={"pretrain_classes": [6, 7, 8, 9], "window_classes": [[0, 1], [2, 3], [4, 5]]})
+    root = _project(tmp_path / "overlap", params, env)
+    out, err = _tune(root, env).communicate(timeout=300)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: params.yaml: tune.stream: the tuning stream"), err
+    assert "shares" in lines[0] and "row(s) with the evaluation stream 'tiny-classinc'" in lines[0]
+    assert not (root / "results" / "tune" / "chosen.json").exists()
+
+
+def _finished(root: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
+    url = f"sqlite:///{root / '.slowfast' / 'tune' / 'optuna.db'}"
+    if not (root / ".slowfast" / "tune" / "optuna.db").is_file():
+        return {}
+    out = {}
+    for summary in optuna.get_all_study_summaries(url):
+        trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
+        out[summary.study_name] = trials
+    return out
+
+
+def _slow_trials() -> dict:
+    params = _params()
+    params["methods"]["lora"] = {"epochs": 25}  # trials of a few seconds: a kill lands mid-study
+    return params
+
+
+@pytest.fixture(scope="module")
+def reference_choice(prefect_api_url, tmp_path_factory) -> dict:
+    """The study run whole, in the stage's own process, on sqlite: what every other way of
+    running it must choose."""
+    base = tmp_path_factory.mktemp("tune-reference")
+    env = _env(prefect_api_url, f"sqlite:///{base / 'mlflow.db'}")
+    root = _project(base / "project", _slow_trials(), env)
+    out, err = _tune(root, env).communicate(timeout=600)
+    assert err.strip() == "", err
+    chosen = json.loads((root / "results" / "tune" / "chosen.json").read_text())["methods"]["lora"]
+    assert chosen["trials"] == 4 and set(chosen["config"]) == {"lr", "rank", "alpha"}
+    return chosen
+
+
+def test_a_killed_stage_on_a_cluster_resumes_its_study_without_repeating_trials_and_chooses_the_same(
+        reference_choice, prefect_api_url, mlflow_store, tmp_path):
+    """SIGKILL of the stage's process group (flow and Dask workers) mid-study; the rerun
+    keeps every finished trial, asks the interrupted slot again and ends with the choice of
+    the uninterrupted in-process run: 2 workers or none, killed or not, the same."""
+    env = _env(prefect_api_url, mlflow_store)
+    params = _slow_trials()
+    params["parallel"] = {"workers": 2}
+    killed = _project(tmp_path / "killed", params, env)
+    process = _tune(killed, env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:  # two trials told, the third one running
+        trials = [t for study in _finished(killed).values() for t in study]
+        if sum(t.state in FINISHED for t in trials) >= 2 and any(t.state.name == "RUNNING" for t in trials):
+            break
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = {t.number: (t.params, t.value) for trials in _finished(killed).values() for t in trials if t.state in FINISHED}
+    assert 2 <= len(before) < 4, "the kill must land mid-study"
+
+    out, err = _tune(killed, env).communicate(timeout=600)
+    assert err.strip() == "", err
+    assert f"{4 - len(before)} trial(s) to run" in out and "interrupted trial(s) asked again" in out
+    (study,) = _finished(killed).values()
+    finished = [t for t in study if t.state in FINISHED]
+    assert len(finished) == 4  # the finished trials were kept, not run again
+    assert all(before[n] == (t.params, t.value) for t in finished if (n := t.number) in before)
+    again = json.loads((killed / "results" / "tune" / "chosen.json").read_text())["methods"]["lora"]
+    assert (again["config"], again["value"]) == (reference_choice["config"], reference_choice["value"])
+    second = _tune(killed, env).communicate(timeout=600)[0]
+    assert "4 trial(s) finished earlier: kept" in second  # an unchanged search is not tuned again
+
+
+def test_studies_on_postgresql_with_two_workers_choose_the_same(reference_choice, prefect_api_url, mlflow_store,
+                                                                postgres, tmp_path):
+    """Many machines keep their studies in PostgreSQL (tune.storage): a real server here."""
+    env = _env(prefect_api_url, mlflow_store)
+    params = _slow_trials()
+    params["parallel"] = {"workers": 2}
+    params["tune"]["storage"] = postgres
+    root = _project(tmp_path / "pg", params, env)
+    out, err = _tune(root, env).communicate(timeout=600)
+    assert err.strip() == "", err
+    chosen = json.loads((root / "results" / "tune" / "chosen.json").read_text())["methods"]["lora"]
+    assert (chosen["config"], chosen["value"]) == (reference_choice["config"], reference_choice["value"])
+    (summary,) = optuna.get_all_study_summaries(postgres)
+    assert summary.study_name == chosen["study"] and summary.n_trials == 4
+    assert not (root / ".slowfast" / "tune" / "optuna.db").exists()
