@@ -148,14 +148,17 @@ def prepare_tuning(params_path: str, root: str) -> dict:
 
 def open_study(params_path: str, root: str, entry: str, tuning: dict) -> Study:
     """The entry's study, named by everything its trials' numbers depend on except the trial
-    budget (raising `tune.trials` continues a study; any other change starts a new one)."""
+    budget (raising `tune.trials` continues a study; any other change starts a new one).
+    Knobs the search sets are left out of the block's part: changing their value in
+    params.yaml changes no trial."""
     ws = open_workspace(params_path, root)
     p = ws.params
     space = search_space(p, entry, params_path)
     raw = entry_config(p.methods, entry)
     kind = method_type(entry, raw)
+    fixed = {k: v for k, v in raw.items() if k not in space}  # a searched knob's value in the block is never used
     key = fingerprint(
-        kind.name, raw, {k: v.model_dump() for k, v in sorted(space.items())}, tuning["stream_hash"], tuning["slow_model"],
+        kind.name, fixed, {k: v.model_dump() for k, v in sorted(space.items())}, tuning["stream_hash"], tuning["slow_model"],
         p.tune.model_dump(exclude={"trials", "methods", "space", "storage", "stream"}), p.model.model_dump(),
         p.evaluation.model_dump(), p.threads, str(ws.device), stage_code_digest("tune", method_files(kind.name)[1]),
     )

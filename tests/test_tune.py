@@ -174,3 +174,21 @@ def test_studies_on_postgresql_with_two_workers_choose_the_same(reference_choice
     (summary,) = optuna.get_all_study_summaries(postgres)
     assert summary.study_name == chosen["study"] and summary.n_trials == 4
     assert not (root / ".slowfast" / "tune" / "optuna.db").exists()
+
+
+def test_workers_on_other_machines_cannot_share_a_sqlite_study(monkeypatch, tmp_path):
+    """A remote Dask scheduler with the default sqlite study is one line naming tune.storage
+    (the tracking store is a server here, so only the study is at fault)."""
+    from contextlib import ExitStack
+
+    from adapters.engine import units_task_runner
+    from components.workspace import open_workspace
+
+    params = _params()
+    params["parallel"] = {"workers": 2, "scheduler": "tcp://10.1.2.3:8786"}
+    write_params(tmp_path, params)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    ws = open_workspace("params.yaml", tmp_path)
+    with ExitStack() as stack, pytest.raises(ParamsError) as error:
+        units_task_runner(stack, ws, (f"sqlite:///{tmp_path / 'optuna.db'}",))
+    assert "cannot write the sqlite study" in str(error.value) and "tune.storage" in str(error.value)

@@ -1,0 +1,69 @@
+"""The slow model of a text stream: a small byte-level language model (vocabulary 256, no
+tokenizer). Embedding -> input projection -> GRU -> output projection -> head: the two
+projections are Linear layers inside the backbone, where a LoRA adapter can sit (peft does
+not adapt a GRU's own weights); about 0.4M parameters at the defaults."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+VOCAB = 256
+LN2 = math.log(2.0)
+
+
+class ByteLM(nn.Module):
+    def __init__(self, width: int = 128, hidden: int = 256) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, width)
+        self.in_proj = nn.Linear(width, hidden)
+        self.rnn = nn.GRU(hidden, hidden, batch_first=True)
+        self.out_proj = nn.Linear(hidden, width)
+        self.head = nn.Linear(width, VOCAB)
+
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for the next byte at every position, and the recurrent state after them."""
+        h, state = self.rnn(torch.tanh(self.in_proj(self.embed(tokens))), state)
+        return self.head(torch.tanh(self.out_proj(h))), state
+
+
+def as_tokens(data: bytes, device: torch.device | str = "cpu") -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).to(device=device, dtype=torch.long)
+
+
+def segment_loss(model: nn.Module, context: torch.Tensor, segment: torch.Tensor,
+                 state: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy (nats per byte) of `segment` given the byte before it (`context`,
+    one token) and the recurrent state; and the state after the segment."""
+    inputs = torch.cat([context, segment[:-1]]).unsqueeze(0)
+    logits, state = model(inputs, state)
+    return F.cross_entropy(logits.squeeze(0), segment), state
+
+
+def pretrain_lm(model: ByteLM, data: bytes, steps: int, batch: int = 32, length: int = 128, lr: float = 3e-3,
+                generator: torch.Generator | None = None) -> list[float]:
+    """Truncated-BPTT pretraining on random spans of `data` (Adam); the loss per 50 steps."""
+    tokens = as_tokens(data)
+    if len(tokens) <= length + 1:
+        raise ValueError(f"pretraining text has {len(tokens)} bytes; need more than {length + 1}")
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses, running = [], 0.0
+    model.train()
+    for step in range(1, steps + 1):
+        starts = torch.randint(0, len(tokens) - length - 1, (batch,), generator=generator)
+        spans = torch.stack([tokens[s: s + length + 1] for s in starts.tolist()])
+        logits, _ = model(spans[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, VOCAB), spans[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        running += loss.item()
+        if step % 50 == 0:
+            losses.append(running / 50)
+            running = 0.0
+    model.eval()
+    return losses

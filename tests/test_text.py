@@ -1,0 +1,130 @@
+"""Text streams and learning at test time (components/text/): the built-in corpus and its
+one-line errors, the byte LM, and the prequential protocol's promise that a segment is
+scored before any learner learns from it."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from components.errors import StreamError
+from components.text.corpus import Document, build_windows
+from components.text.fast import DynamicEval, FastLearner, Static, TTTLora, bits_per_byte, prequential
+from components.text.lm import ByteLM, as_tokens, pretrain_lm
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A small corpus of two folders: window 0 from `a/`, window 1 from `b/`."""
+    root = tmp_path_factory.mktemp("corpus")
+    for folder, word in (("a", "alpha"), ("b", "beta")):
+        (root / folder).mkdir()
+        for i in range(12):
+            (root / folder / f"doc{i}.txt").write_text(f"{word} {i} " * 60)
+    return root
+
+
+def test_windows_hold_documents_by_folder_with_held_out_documents_chosen_by_name(corpus):
+    windows = build_windows((("a", "a/*.txt"), ("b", "b/*.txt")), corpus, test_share=0.3, seed=1)
+    assert [w.name for w in windows] == ["a", "b"]
+    for window in windows:
+        names = {d.name for d in window.train} | {d.name for d in window.test}
+        assert len(names) == 12 and not {d.name for d in window.train} & {d.name for d in window.test}
+        assert window.test and window.train
+    again = build_windows((("b", "b/*.txt"), ("a", "a/*.txt")), corpus, test_share=0.3, seed=1)
+    assert {d.name for d in again[1].test} == {d.name for d in windows[0].test}  # by name, not by position
+
+
+def test_the_default_corpus_is_the_standard_library_and_its_prose():
+    windows = build_windows(max_test_docs=2, max_doc_bytes=512)
+    assert [w.name for w in windows] == ["stdlib-modules", "asyncio", "email", "prose"]
+    assert all(len(d.data) <= 512 for w in windows for d in w.test)
+    assert windows[3].test[0].name.startswith("topics/") and b"def " in windows[1].train_bytes
+
+
+@pytest.mark.parametrize("windows, share, expected", [
+    ((("a", "a/*.txt"), ("none", "c/*.txt")), 0.3, "window 1 (none) has no document of at least 256 bytes"),
+    ((("a", "a/*.txt"),), 0.0, "window 0 (a) has no held-out document"),
+])
+def test_a_window_without_documents_or_held_out_ones_is_one_line(corpus, windows, share, expected):
+    with pytest.raises(StreamError) as error:
+        build_windows(windows, corpus, test_share=share)
+    assert expected in str(error.value) and "\n" not in str(error.value)
+
+
+def test_documents_shorter_than_a_segment_are_left_out(tmp_path):
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "short.txt").write_text("tiny")
+    for i in range(6):
+        (tmp_path / "w" / f"long{i}.txt").write_text("x" * 400)
+    (window,) = build_windows((("w", "w/*.txt"),), tmp_path, test_share=0.5, seed=3)
+    assert "w/short.txt" not in {d.name for d in window.train + window.test}
+
+
+class Spy(FastLearner):
+    """Records, for every segment scored, what had been learned by then."""
+
+    name = "spy"
+
+    def __init__(self, slow: torch.nn.Module) -> None:
+        super().__init__(slow)
+        self.learned: list[bytes] = []
+        self.seen_when_scored: list[list[bytes]] = []
+        self.documents = 0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        self.seen_when_scored.append(list(self.learned))
+        return self.slow
+
+    def begin_document(self) -> None:
+        self.documents += 1
+
+    def learn(self, context, segment, state) -> None:  # noqa: ANN001
+        self.learned.append(bytes(segment.tolist()))
+
+
+def test_prequential_scores_each_segment_before_anything_learns_from_it():
+    torch.manual_seed(0)
+    document = Document("d", bytes(range(200)) * 3)  # 600 bytes: segments of 128, the last one 88
+    spy = Spy(ByteLM(width=8, hidden=16))
+    (score,) = prequential(spy, [document], segment=128)
+    segments = [document.data[i: i + 128] for i in range(0, 600, 128)]
+    assert spy.learned == segments and spy.documents == 1
+    for k, seen in enumerate(spy.seen_when_scored):
+        assert seen == segments[:k]  # segment k is scored knowing only segments before it
+    assert score.bytes == 600 and len(score.segment_bpb) == 5
+
+
+def test_dynamic_eval_that_decays_all_the_way_back_scores_as_the_static_model():
+    torch.manual_seed(0)
+    slow = ByteLM(width=16, hidden=32)
+    documents = [Document(f"d{i}", (b"hello world, " * 40)[i:]) for i in range(2)]
+    static = bits_per_byte(prequential(Static(slow), documents, 64))
+    back = bits_per_byte(prequential(DynamicEval(slow, lr=0.1, decay=1.0), documents, 64))
+    learning = bits_per_byte(prequential(DynamicEval(slow, lr=0.1, decay=0.0), documents, 64))
+    assert back == pytest.approx(static, abs=1e-6)
+    assert learning < static  # a repetitive text is learned while it is read
+
+
+def test_ttt_lora_leaves_the_slow_weights_alone_and_resets_per_document():
+    torch.manual_seed(0)
+    slow = ByteLM(width=16, hidden=32)
+    before = copy.deepcopy(slow.state_dict())
+    documents = [Document("d", b"abcabcabd " * 60)] * 2
+    learner = TTTLora(slow, lr=0.01, rank=2, reset="document")
+    first, second = prequential(learner, documents, 64)
+    assert all(torch.equal(before[k], v) for k, v in slow.state_dict().items())
+    assert first.bits == pytest.approx(second.bits, rel=1e-6)  # the same document from a fresh adapter
+    assert learner.state_bytes() > 0
+
+
+def test_pretraining_lowers_the_loss_on_its_text():
+    torch.manual_seed(0)
+    model = ByteLM(width=16, hidden=32)
+    text = b"the quick brown fox jumps over the lazy dog. " * 50
+    losses = pretrain_lm(model, text, steps=100, batch=8, length=32, generator=torch.Generator().manual_seed(0))
+    assert losses[-1] < losses[0] * 0.8
+    assert as_tokens(b"\x00\xff").tolist() == [0, 255]
