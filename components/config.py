@@ -347,6 +347,51 @@ class TuneParams(Strict):
         return url
 
 
+class TextWindowFiles(Strict):
+    """One window of your own corpus: the files under data/raw/ that `glob` matches."""
+
+    name: PlainName
+    glob: str = Field(pattern=r"^[A-Za-z0-9_.*?\[\]-][A-Za-z0-9_.*?/\[\]-]*$",
+                      description="a pattern under data/raw/, e.g. text/notes/*.md (no '..', not absolute)")
+
+    @field_validator("glob")
+    @classmethod
+    def _inside(cls, pattern: str) -> str:
+        if ".." in pattern.split("/"):
+            raise ValueError("must stay under data/raw/ (no '..')")
+        return pattern
+
+
+class TextParams(Strict):
+    """The text stream and its fast learners (flows/text.py; README "Learning while reading").
+    `methods: {}` (the default) runs no text stream."""
+
+    name: PlainName = Field("stdlib-text", description="results/text/ and the MLflow experiment")
+    methods: dict[str, dict[str, Any]] = Field(default_factory=dict, description="entry -> {learner, knobs}")
+    corpus: Literal["stdlib", "files"] = Field("stdlib", description="stdlib: the standard library's source and prose")
+    windows: list[TextWindowFiles] = Field(default_factory=list, description="corpus files: windows, window 0 first")
+    seeds: list[int] = Field([0], min_length=1)
+    test_share: float = Field(0.2, gt=0, lt=1, description="share of each window's documents held out, by name")
+    test_docs: int = Field(6, ge=1, description="held-out documents read per window")
+    doc_bytes: int = Field(4096, ge=64, description="bytes read of each held-out document")
+    segment: int = Field(128, ge=8, description="bytes scored before the fast learner may learn from them")
+    width: int = Field(128, ge=8)
+    hidden: int = Field(256, ge=8)
+    pretrain_steps: int = Field(400, ge=1, description="Adam steps of 32 x 128 bytes on window 0")
+    pretrain_lr: float = Field(3e-3, gt=0)
+    consolidation: float = Field(0.5, ge=0, le=1, description="slow += this x (fast - slow) after each window")
+    consolidate_bytes: int = Field(16384, ge=64, description="training bytes of each window the fast learner reads "
+                                                             "before consolidation")
+
+    @model_validator(mode="after")
+    def _windows_for_files(self) -> "TextParams":
+        if self.corpus == "files" and len(self.windows) < 2:
+            raise ValueError("corpus 'files' needs `windows:` with at least two entries (window 0 pretrains)")
+        for entry in self.methods:
+            check_plain_name(entry)
+        return self
+
+
 class Params(Strict):
     seed: int = 0
     seeds: list[int] = Field([0, 1, 2], min_length=1, description="one run of every method per seed")
@@ -362,6 +407,7 @@ class Params(Strict):
     parallel: ParallelParams = ParallelParams()
     ops: OpsParams = OpsParams()
     tune: TuneParams = TuneParams()
+    text: TextParams = TextParams()
 
     @field_validator("methods", mode="before")
     @classmethod

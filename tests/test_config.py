@@ -104,6 +104,7 @@ def test_params_yaml_and_the_python_defaults_are_one_set():
     stream = raw.pop("stream")
     for choice in ("methods", "stream"):  # like methods: and stream:, the project's own choice, not a default
         raw["tune"].pop(choice)
+    raw["text"].pop("methods")
     differ = _second_opinions(raw, Params, "")
     differ += _second_opinions({k: v for k, v in stream.items()}, Params.model_fields["stream"].annotation, ".stream")
     for entry, block in methods.items():

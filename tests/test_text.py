@@ -128,3 +128,69 @@ def test_pretraining_lowers_the_loss_on_its_text():
     losses = pretrain_lm(model, text, steps=100, batch=8, length=32, generator=torch.Generator().manual_seed(0))
     assert losses[-1] < losses[0] * 0.8
     assert as_tokens(b"\x00\xff").tolist() == [0, 255]
+
+
+def _text_project(root, corpus_files: dict[str, list[str]]) -> None:
+    from tests.conftest import tiny_params, write_params
+
+    for window, texts in corpus_files.items():
+        (root / "data" / "raw" / "text" / window).mkdir(parents=True)
+        for i, text in enumerate(texts):
+            (root / "data" / "raw" / "text" / window / f"doc{i}.txt").write_text(text)
+    params = tiny_params()
+    params["text"] = {
+        "name": "tiny-text", "corpus": "files", "seeds": [0, 1], "test_share": 0.3, "segment": 32, "doc_bytes": 256,
+        "width": 16, "hidden": 32, "pretrain_steps": 30, "consolidate_bytes": 256,
+        "windows": [{"name": w, "glob": f"text/{w}/*.txt"} for w in corpus_files],
+        "methods": {"static": {}, "dynamic_eval": {"lr": 0.3, "steps": 1}, "lora4": {"learner": "ttt_lora", "rank": 4}},
+    }
+    write_params(root, params)
+
+
+def _corpus(word: str) -> list[str]:
+    return [f"{word} number {i}: " + f"{word} says {i * 7 % 13} " * 30 for i in range(10)]
+
+
+def test_the_text_stage_compares_learners_in_bits_per_byte_through_prefect_and_mlflow(prefect_api_url, mlflow_store,
+                                                                                      tmp_path):
+    """Your own corpus (windows by folder under data/raw/), every learner x 2 seeds: per-unit
+    files, the table best (lowest) bpb_fast first, DVC metrics, figures, MLflow runs."""
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from flows.text import text_flow
+
+    _text_project(tmp_path, {"w0": _corpus("alpha"), "w1": _corpus("beta"), "w2": _corpus("gamma")})
+    result = text_flow(root=str(tmp_path))
+    out = tmp_path / "results" / "text"
+    order = result["order"]
+    fast = [result["summaries"][e]["mean"]["bpb_fast"] for e in order]
+    assert fast == sorted(fast) and set(order) == {"static", "dynamic_eval", "lora4"}
+    static = result["summaries"]["static"]["mean"]
+    assert static["gain"] == 0 and static["forgetting_bpb"] == 0  # the static model learns nothing
+    assert result["summaries"]["dynamic_eval"]["mean"]["bpb_fast"] < static["bpb_fast"]  # repetitive text is learned
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [w["name"] for w in manifest["windows"]] == ["w0", "w1", "w2"] and len(manifest["content_hash"]) == 64
+    assert list(json.loads((out / "metrics.json").read_text())) == order
+    assert (out / "methods" / "lora4" / "seed1" / "bpb_matrix.csv").is_file()
+    assert {p.name for p in (out / "figures").iterdir()} >= {"bpb_by_position.png", "bpb_matrix_lora4.png"}
+    client = MlflowClient(mlflow_store)
+    runs = client.search_runs([client.get_experiment_by_name("tiny-text").experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["comparison", *(f"{e}-seed{s}" for e in order for s in (0, 1))])
+    assert all(r.info.status == "FINISHED" for r in runs)
+
+
+def test_a_text_window_without_held_out_documents_is_one_line_and_writes_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _text_project(tmp_path, {"w0": _corpus("alpha"), "w1": ["short"]})
+    done = subprocess.run([sys.executable, "-m", "flows.text", "--root", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**__import__("os").environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "window 1 (w1) has no document of at least 32 bytes" in done.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()

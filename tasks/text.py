@@ -1,0 +1,204 @@
+"""Tasks of the text stage: the corpus and its manifest, the byte LM pretrained on window 0,
+one unit per text entry x seed (components/text/protocol.py), and the comparison in bpb
+(lower is better). Recorded in MLflow (experiment `text.name`) and under results/text/."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from distributed.worker import print as say
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from adapters import mlflow_store as tracking
+from components.checkpoint import load_state, save_json, save_state
+from components.comparison import aggregate_seeds
+from components.config import Params, load_params
+from components.progress import fingerprint, stage_code_digest
+from components.runtime import configure_torch
+from components.text.corpus import DEFAULT_WINDOWS, TextWindow, build_windows
+from components.text.learners import parse_entry
+from components.text.lm import pretrain_lm
+from components.text.plots import bpb_by_position, bpb_heatmap
+from components.text.protocol import LOWER_IS_BETTER, build_slow, run_text_unit
+
+HEADLINE = ["bpb_fast", "bpb_static", "gain", "final_bpb", "forgetting_bpb", "retention_bpb"]
+
+
+def _params(params_path: str, root: str) -> Params:
+    return load_params(Path(root) / params_path)
+
+
+def _out(root: str, params: Params) -> Path:
+    return Path(root) / "results" / "text"
+
+
+def _model_dir(root: str) -> Path:
+    return Path(root) / "models" / "text"
+
+
+def text_windows(params: Params, root: str) -> list[TextWindow]:
+    t = params.text
+    specs = DEFAULT_WINDOWS if t.corpus == "stdlib" else tuple((w.name, w.glob) for w in t.windows)
+    base = None if t.corpus == "stdlib" else Path(root) / "data" / "raw"
+    return build_windows(specs, base, test_share=t.test_share, seed=params.seed, min_bytes=t.segment,
+                         max_test_docs=t.test_docs, max_doc_bytes=t.doc_bytes)
+
+
+def manifest(windows: list[TextWindow], name: str) -> dict:
+    """Documents, bytes and the content hash of what the units read."""
+    digest = hashlib.sha256()
+    listing = []
+    for w in windows:
+        for split, docs in (("train", w.train), ("test", w.test)):
+            for d in docs:
+                digest.update(f"{w.index}/{split}/{d.name}\0".encode() + hashlib.sha256(d.data).digest())
+        listing.append({"window": w.index, "name": w.name, "documents": {"train": len(w.train), "test": len(w.test)},
+                        "bytes": {"train": sum(len(d.data) for d in w.train), "test": sum(len(d.data) for d in w.test)},
+                        "test_documents": [d.name for d in w.test]})
+    return {"name": name, "content_hash": digest.hexdigest(), "windows": listing}
+
+
+@task(name="prepare-text", cache_policy=NO_CACHE)
+def prepare_text(params_path: str, root: str) -> dict:
+    params = _params(params_path, root)
+    for entry, raw in params.text.methods.items():
+        parse_entry(entry, raw, params_path)  # every entry checked before anything trains
+    windows = text_windows(params, root)
+    made = manifest(windows, params.text.name)
+    save_json(made, _out(root, params) / "manifest.json")
+    sizes = ", ".join(f"{w['name']} {w['documents']['train']}+{w['documents']['test']} docs" for w in made["windows"])
+    print(f"[text] {params.text.name}: {len(windows)} windows ({sizes}); hash {made['content_hash'][:12]}", flush=True)
+    return made
+
+
+@task(name="pretrain-text-lm", cache_policy=NO_CACHE)
+def pretrain_text(params_path: str, root: str, content_hash: str) -> str:
+    """models/text/model.pt pretrained on window 0, unless the one there was made from the
+    same corpus, settings and code (models/text is kept between runs)."""
+    params = _params(params_path, root)
+    t = params.text
+    key = fingerprint(content_hash, t.width, t.hidden, t.pretrain_steps, t.pretrain_lr, params.seed,
+                      stage_code_digest("text"))
+    info_path = _model_dir(root) / "info.json"
+    if info_path.is_file() and json.loads(info_path.read_text()).get("key") == key:
+        print("[text] slow model unchanged since it was pretrained: kept", flush=True)
+        return key
+    windows = text_windows(params, root)
+    generator = configure_torch(1, params.seed)
+    model = build_slow(t.width, t.hidden)
+    began = time.perf_counter()
+    losses = pretrain_lm(model, windows[0].train_bytes, t.pretrain_steps, lr=t.pretrain_lr, generator=generator)
+    save_state(model.state_dict(), _model_dir(root) / "model.pt")
+    save_json({"key": key, "loss_bpb": [x / np.log(2) for x in losses]}, info_path)
+    print(f"[text] byte LM ({sum(p.numel() for p in model.parameters()):,} parameters) pretrained on "
+          f"{windows[0].name} in {time.perf_counter() - began:.0f} s", flush=True)
+    return key
+
+
+@task(name="run-text-unit", cache_policy=NO_CACHE)
+def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: str, tracking_uri: str = "") -> dict:
+    """One entry x seed over the text stream, with its MLflow run."""
+    if tracking_uri:
+        tracking.use_store(tracking_uri)
+    params = _params(params_path, root)
+    t, raw = params.text, params.text.methods[entry]
+    config = parse_entry(entry, raw, params_path)
+    windows = text_windows(params, root)
+    configure_torch(params.threads, seed)
+    slow = build_slow(t.width, t.hidden, load_state(_model_dir(root) / "model.pt"))
+    run_id = tracking.start_run(
+        t.name, f"{entry}-seed{seed}", tags={"phase": "text", "method": entry, "learner": config.learner,
+                                             "seed": str(seed), "stream_hash": content_hash},
+        params={"method": entry, **{f"method.{k}": v for k, v in config.model_dump().items()}, "seed": seed,
+                "segment": t.segment, "consolidation": t.consolidation, "consolidate_bytes": t.consolidate_bytes},
+    )
+
+    def on_window(record: dict) -> None:
+        say(f"[{entry} seed {seed}] window {record['window']}/{len(windows) - 1} {record['name']:<14} "
+            f"bpb static {record['bpb_static']:.3f} fast {record['bpb_fast']:.3f} ({record['gain']:+.1%})", flush=True)
+        tracking.log_metrics(run_id, {k: v for k, v in record.items() if isinstance(v, float)}, step=record["window"])
+
+    try:
+        result = run_text_unit(slow, windows, entry, raw, seed, t.segment, t.consolidation, t.consolidate_bytes, on_window)
+    except BaseException:
+        tracking.end_run(run_id, "FAILED")
+        raise
+    out = _out(root, params) / "methods" / entry / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
+    names = [w.name for w in windows]
+    (out / "bpb_matrix.csv").write_text("after," + ",".join(names) + "\n" + "\n".join(
+        ",".join([label] + [f"{v:.6f}" for v in row]) for label, row in zip(["pretrained", *names[1:]], result.matrix)) + "\n")
+    (out / "by_position.csv").write_text("segment,fast,static\n" + "".join(
+        f"{k},{f:.6f},{s:.6f}\n" for k, (f, s) in enumerate(zip(result.by_position, result.static_by_position))))
+    record = {"method": entry, "seed": seed, "learner": config.learner, "stream_hash": content_hash,
+              **result.metrics, "matrix": result.matrix.tolist(), "windows": result.windows,
+              "by_position": result.by_position, "static_by_position": result.static_by_position}
+    save_json(record, out / "metrics.json")
+    tracking.log_metrics(run_id, result.metrics, step=len(windows) - 1)
+    for name in ("bpb_matrix.csv", "by_position.csv"):
+        tracking.log_artifact(run_id, out / name)
+    tracking.end_run(run_id)
+    return record
+
+
+@task(name="compare-text", cache_policy=NO_CACHE)
+def compare_text(params_path: str, root: str, records: list[dict], content_hash: str) -> dict:
+    """Mean and std over seeds per entry, best bpb_fast (lowest) first; the table, the DVC
+    metrics, the figures and a comparison run in MLflow."""
+    params = _params(params_path, root)
+    out = _out(root, params)
+    entries = list(params.text.methods)
+    summaries = {}
+    for entry in entries:
+        mine = [r for r in records if r["method"] == entry]
+        stats = aggregate_seeds([{k: r[k] for k in LOWER_IS_BETTER} for r in mine])
+        summaries[entry] = {"learner": mine[0]["learner"], "seeds": [r["seed"] for r in mine], **stats,
+                            "matrix_mean": np.mean([r["matrix"] for r in mine], axis=0).tolist(),
+                            "by_position": mine[0]["by_position"], "static_by_position": mine[0]["static_by_position"],
+                            "fast_state_bytes": mine[0]["fast_state_bytes"]}
+    order = sorted(entries, key=lambda e: (summaries[e]["mean"]["bpb_fast"], e))
+    save_json({e: summaries[e] for e in order}, out / "compare.json", sort_keys=False)
+    save_json({e: {k: round(summaries[e]["mean"][k], 4) for k in HEADLINE} for e in order}, out / "metrics.json",
+              sort_keys=False)
+    table = text_table(summaries, order)
+    (out / "compare.md").write_text(
+        f"Text stream `{params.text.name}` (hash {content_hash[:12]}): fast learners, best bpb_fast (lowest) first; "
+        f"mean ± std over seeds {params.text.seeds}.\n\n" + table + "\n" + BPB_NOTES)
+    figures = out / "figures"
+    names = [w["name"] for w in json.loads((out / "manifest.json").read_text())["windows"]]
+    curves = {"static": summaries[order[0]]["static_by_position"]} | {e: summaries[e]["by_position"] for e in order}
+    bpb_by_position(curves, params.text.segment, figures / "bpb_by_position.png")
+    for entry in order:
+        bpb_heatmap(summaries[entry]["matrix_mean"], names, entry, figures / f"bpb_matrix_{entry}.png")
+    run_id = tracking.start_run(params.text.name, "comparison", tags={"phase": "compare", "best": order[0],
+                                                                       "stream_hash": content_hash})
+    tracking.log_text(run_id, table, "comparison.md")
+    for figure in sorted(figures.iterdir()):
+        tracking.log_artifact(run_id, figure, "figures")
+    tracking.end_run(run_id)
+    return {"order": order, "summaries": summaries, "table": table}
+
+
+def text_table(summaries: dict, order: list[str]) -> str:
+    header = "| method | learner | " + " | ".join(HEADLINE) + " | fast state |"
+    lines = [header, "|---|---|" + "---|" * (len(HEADLINE) + 1)]
+    for e in order:
+        s = summaries[e]
+        cells = [(f"{100 * s['mean'][k]:+.1f}% ± {100 * s['std'][k]:.1f}" if k == "gain"
+                  else f"{s['mean'][k]:.3f} ± {s['std'][k]:.3f}") for k in HEADLINE]
+        lines.append(f"| {e} | {s['learner']} | " + " | ".join(cells) + f" | {s['fast_state_bytes'] / 1024:.1f} KiB |")
+    return "\n".join(lines) + "\n"
+
+
+BPB_NOTES = """- bpb: bits per byte on held-out documents, lower is better. bpb_static: the slow model as it stands before each window;
+  bpb_fast: the fast learner reading the same documents prequentially (each segment scored before it is learned from);
+  gain = 1 - bpb_fast / bpb_static (higher is better).
+- final_bpb: mean over windows of the slow model after the last consolidation; forgetting_bpb: how much worse than its
+  best each earlier window ends (>= 0, lower is better); retention_bpb: change on the pretrain split (> 0: worse).
+"""
