@@ -19,16 +19,21 @@ from pathlib import Path
 
 import torch
 
+from components.config import load_params
 from components.text.corpus import build_windows
-from components.text.fast import DynamicEval, Static, TTTLora, bits_per_byte, prequential
+from components.text.fast import bits_per_byte, prequential
+from components.text.learners import make_learner, parse_entry
 from components.text.lm import ByteLM, pretrain_lm
 
-RESULTS = Path(__file__).resolve().parent / "results"
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
 SEGMENT = 128
-LEARNERS = {  # settings chosen on a probe of this stream's window 1-2 held-out documents (see README)
-    "static": lambda slow: Static(slow),
-    "dynamic_eval": lambda slow: DynamicEval(slow, lr=0.3, decay=0.01, steps=2, reset="window"),
-    "ttt_lora": lambda slow: TTTLora(slow, lr=0.01, rank=8, steps=1, reset="document"),
+# The learners of params.yaml's `text.methods` (their settings were chosen on a probe of this
+# stream's windows 1-2), and dynamic_eval with one step per segment for the cost target.
+_TEXT = load_params(REPO / "params.yaml").text
+LEARNERS = {
+    **{entry: (lambda slow, e=entry: make_learner(parse_entry(e, _TEXT.methods[e]), slow, 0)) for entry in _TEXT.methods},
+    "dynamic_eval-1step": lambda slow: make_learner(parse_entry("dynamic_eval", {"steps": 1}), slow, 0),
 }
 
 
@@ -64,6 +69,13 @@ def main() -> None:
             gain = 1 - bpb / row["static"]["bpb"]
             print(f"{window.name:<16}{name:<14}{bpb:>7.3f}{gain:>8.1%}{row[name]['score_ms_per_segment']:>10.1f}"
                   f"{row[name]['learn_ms_per_segment']:>10.1f}{learner.state_bytes() / 1024:>11.1f}")
+    for name in LEARNERS:
+        rows = [out["windows"][w.name][name] for w in windows]
+        score = sum(r["score_ms_per_segment"] for r in rows) / len(rows)
+        learn = sum(r["learn_ms_per_segment"] for r in rows) / len(rows)
+        out.setdefault("costs", {})[name] = {"score_ms": score, "learn_ms": learn, "update_over_forward": learn / score}
+        print(f"{name}: scoring {SEGMENT / score * 1000:,.0f} bytes/s; an update costs {learn / score:.1f}x a plain "
+              f"forward over the same segment (target <= 3x)")
     held_out = {n: sum(out["windows"][w.name][n]["bpb"] for w in windows[1:]) / (len(windows) - 1) for n in LEARNERS}
     best = min((n for n in LEARNERS if n != "static"), key=held_out.get)
     out["mean_bpb_windows_1_on"] = held_out

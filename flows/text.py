@@ -32,10 +32,10 @@ def text_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_p
     params = load_params(f"{root}/{params_path}")
     out = Path(root) / "results" / "text"
     if not params.text.methods:  # DVC's outputs exist, empty
-        for name in ("metrics.json", "compare.json", "manifest.json"):
+        for name in ("compare.json", "manifest.json"):
             save_json({}, out / name)
         (out / "compare.md").write_text("No text stream: `text.methods` is empty in params.yaml.\n")
-        for folder in ("methods", "figures"):
+        for folder in ("methods", "figures", "metrics"):
             (out / folder).mkdir(parents=True, exist_ok=True)
         print("[text] text.methods is empty: no text stream", flush=True)
         return {}

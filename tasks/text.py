@@ -164,8 +164,9 @@ def compare_text(params_path: str, root: str, records: list[dict], content_hash:
                             "fast_state_bytes": mine[0]["fast_state_bytes"]}
     order = sorted(entries, key=lambda e: (summaries[e]["mean"]["bpb_fast"], e))
     save_json({e: summaries[e] for e in order}, out / "compare.json", sort_keys=False)
-    save_json({e: {k: round(summaries[e]["mean"][k], 4) for k in HEADLINE} for e in order}, out / "metrics.json",
-              sort_keys=False)
+    for entry in order:  # one small file per entry: `dvc metrics show` prints a short row each
+        save_json({k: round(summaries[entry]["mean"][k], 4) for k in HEADLINE}, out / "metrics" / f"{entry}.json",
+                  sort_keys=False)
     table = text_table(summaries, order)
     (out / "compare.md").write_text(
         f"Text stream `{params.text.name}` (hash {content_hash[:12]}): fast learners, best bpb_fast (lowest) first; "

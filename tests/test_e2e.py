@@ -28,6 +28,11 @@ E2E_METHODS = ("finetune", "lora", "replay")
 E2E_TUNE = {"methods": ["lora"], "trials": 3, "startup_trials": 2,
             "stream": {"seed": 7, "pretrain_classes": [6, 7, 8, 9], "window_classes": [[0, 1], [2, 3], [4, 5]]}}
 EVALUATED = (*E2E_METHODS, "lora-tuned")
+# A tiny text stream: three folders of data/raw/text, two learners.
+E2E_TEXT = {"name": "tiny-text", "corpus": "files", "segment": 32, "doc_bytes": 256, "width": 16, "hidden": 32,
+            "pretrain_steps": 20, "consolidate_bytes": 128, "test_share": 0.3,
+            "windows": [{"name": w, "glob": f"text/{w}/*.txt"} for w in ("w0", "w1", "w2")],
+            "methods": {"static": {}, "dynamic_eval": {"steps": 1}}}
 
 
 def _copy_repository(dest: Path) -> None:
@@ -85,6 +90,11 @@ def project(prefect_api_url, mlflow_server, tmp_path_factory):
     params["methods"] = {m: params["methods"][m] for m in E2E_METHODS}
     params["parallel"] = {"workers": 2}  # the default engine: units on a local Dask cluster
     params["tune"] = E2E_TUNE
+    params["text"] = E2E_TEXT
+    for window, word in (("w0", "alpha"), ("w1", "beta"), ("w2", "gamma")):  # your own corpus, windows by folder
+        (root / "data" / "raw" / "text" / window).mkdir(parents=True)
+        for i in range(8):
+            (root / "data" / "raw" / "text" / window / f"doc{i}.txt").write_text(f"{word} {i} says hello. " * 20)
     write_params(root, params)
     env = {
         **os.environ,
@@ -104,7 +114,7 @@ def test_repro_runs_every_stage_quietly(project):
     first = project["first"]
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout + first.stderr
-    for stage in ("prepare", "pretrain", "tune", "stream", "compare"):
+    for stage in ("prepare", "pretrain", "tune", "stream", "compare", "text"):
         assert f"Running stage '{stage}'" in out
     assert "[lora seed 0] window 3/3" in out  # one progress line per window
     assert "champion:" in out and "mlflow ui --backend-store-uri" in out
@@ -183,6 +193,19 @@ def _run_tags(project) -> list[dict[str, str]]:
     return [{t["key"]: t["value"] for t in r["data"]["tags"]} for r in runs]
 
 
+def test_the_text_stage_through_dvc_compares_learners_in_bits_per_byte(project):
+    root, run = project["root"], project["run"]
+    assert "text: fast learners, best bpb_fast first" in project["first"].stdout
+    shown = run("dvc", "metrics", "show", "results/text/metrics")
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split()[0]: line.split() for line in shown.stdout.splitlines()[1:] if line.strip()}
+    assert set(rows) == {"results/text/metrics/static.json", "results/text/metrics/dynamic_eval.json"}
+    compare = json.loads((root / "results" / "text" / "compare.json").read_text())
+    assert list(compare)[0] == min(compare, key=lambda e: compare[e]["mean"]["bpb_fast"])  # lowest bpb first
+    manifest = json.loads((root / "results" / "text" / "manifest.json").read_text())
+    assert [w["name"] for w in manifest["windows"]] == ["w0", "w1", "w2"]
+
+
 def test_dvc_metrics_show_prints_a_short_row_per_method(project):
     metrics = project["run"]("dvc", "metrics", "show")
     assert metrics.returncode == 0, metrics.stderr
@@ -203,9 +226,10 @@ def test_dvc_plots_show_renders_offline(project):
     html = (root / "dvc_plots" / "index.html").read_text()
     assert "<script" not in html and "http" not in html.replace("http-equiv", "")
     images = re.findall(r'<img src="([^"]+)"', html)
-    expected = {"continual_accuracy.png", "headline_metrics.png", *(f"heatmap_{m}.png" for m in EVALUATED)}
+    expected = {"continual_accuracy.png", "headline_metrics.png", *(f"heatmap_{m}.png" for m in EVALUATED),
+                "bpb_by_position.png", "bpb_matrix_static.png", "bpb_matrix_dynamic_eval.png"}
     assert {Path(urllib.parse.unquote(src)).name.removeprefix("workspace_results_plots_figures_")
-            for src in images} == expected
+            .removeprefix("workspace_results_text_figures_") for src in images} == expected
     for src in images:
         image = (root / "dvc_plots" / urllib.parse.unquote(src)).read_bytes()
         assert image.startswith(b"\x89PNG")

@@ -86,16 +86,54 @@ class Spy(FastLearner):
         self.learned.append(bytes(segment.tolist()))
 
 
-def test_prequential_scores_each_segment_before_anything_learns_from_it():
+DOCUMENT = Document("d", bytes(range(200)) * 3)  # 600 bytes: segments of 128, the last one 88
+SEGMENTS = [DOCUMENT.data[i: i + 128] for i in range(0, 600, 128)]
+
+
+def _order_violations(protocol) -> list[int]:  # noqa: ANN001
+    """Segments scored by a model that had already learned from them (or from later ones)."""
     torch.manual_seed(0)
-    document = Document("d", bytes(range(200)) * 3)  # 600 bytes: segments of 128, the last one 88
     spy = Spy(ByteLM(width=8, hidden=16))
-    (score,) = prequential(spy, [document], segment=128)
-    segments = [document.data[i: i + 128] for i in range(0, 600, 128)]
-    assert spy.learned == segments and spy.documents == 1
-    for k, seen in enumerate(spy.seen_when_scored):
-        assert seen == segments[:k]  # segment k is scored knowing only segments before it
+    protocol(spy, [DOCUMENT], segment=128)
+    assert spy.learned == SEGMENTS and spy.documents == 1
+    return [k for k, seen in enumerate(spy.seen_when_scored) if seen != SEGMENTS[:k]]
+
+
+def _learns_first(learner, documents, segment):  # noqa: ANN001
+    """A mutant of the protocol: it learns from each segment, then scores it."""
+    for document in documents:
+        learner.begin_document()
+        tokens = torch.tensor(list(document.data))
+        for start in range(0, len(tokens), segment):
+            piece = tokens[start: start + segment]
+            learner.learn(torch.zeros(1, dtype=torch.long), piece, None)
+            learner.model  # noqa: B018 (scores with what it just learned)
+
+
+def test_prequential_scores_each_segment_before_anything_learns_from_it():
+    assert _order_violations(prequential) == []
+    assert _order_violations(_learns_first) == [0, 1, 2, 3, 4]  # the check catches a protocol that peeks
+    (score,) = prequential(Static(ByteLM(width=8, hidden=16)), [DOCUMENT], segment=128)
     assert score.bytes == 600 and len(score.segment_bpb) == 5
+
+
+def test_a_text_unit_gives_the_same_numbers_twice():
+    from components.text.corpus import TextWindow
+    from components.text.protocol import build_slow, run_text_unit
+
+    torch.manual_seed(0)
+    slow = build_slow(16, 32)
+    text = [Document(f"d{i}", (f"window text {i} " * 30).encode()) for i in range(4)]
+    windows = [TextWindow(k, f"w{k}", text[:2], text[2:]) for k in range(3)]
+    state = copy.deepcopy(slow.state_dict())
+    runs = []
+    for _ in range(2):
+        for learner in ({"learner": "dynamic_eval", "steps": 1}, {"learner": "ttt_lora", "rank": 2}):
+            model = build_slow(16, 32, state)
+            result = run_text_unit(model, windows, "e", learner, seed=3, segment=32, share=0.5, consolidate_bytes=128)
+            runs.append((result.matrix.tolist(), result.metrics))
+    assert runs[:2] == runs[2:]
+    assert runs[0][0][0] != runs[0][0][-1]  # consolidation changed the slow model
 
 
 def test_dynamic_eval_that_decays_all_the_way_back_scores_as_the_static_model():
@@ -172,7 +210,8 @@ def test_the_text_stage_compares_learners_in_bits_per_byte_through_prefect_and_m
     assert result["summaries"]["dynamic_eval"]["mean"]["bpb_fast"] < static["bpb_fast"]  # repetitive text is learned
     manifest = json.loads((out / "manifest.json").read_text())
     assert [w["name"] for w in manifest["windows"]] == ["w0", "w1", "w2"] and len(manifest["content_hash"]) == 64
-    assert list(json.loads((out / "metrics.json").read_text())) == order
+    assert {p.stem for p in (out / "metrics").iterdir()} == set(order)
+    assert set(json.loads((out / "metrics" / "lora4.json").read_text())) >= {"bpb_fast", "gain", "forgetting_bpb"}
     assert (out / "methods" / "lora4" / "seed1" / "bpb_matrix.csv").is_file()
     assert {p.name for p in (out / "figures").iterdir()} >= {"bpb_by_position.png", "bpb_matrix_lora4.png"}
     client = MlflowClient(mlflow_store)
