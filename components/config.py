@@ -379,7 +379,7 @@ class TextParams(Strict):
     hidden: int = Field(256, ge=8)
     pretrain_steps: int = Field(400, ge=1, description="Adam steps of 32 x 128 bytes on window 0")
     pretrain_lr: float = Field(3e-3, gt=0)
-    consolidation: float = Field(0.5, ge=0, le=1, description="slow += this x (fast - slow) after each window")
+    consolidation: float = Field(0.1, ge=0, le=1, description="slow += this x (fast - slow) after each window")
     consolidate_bytes: int = Field(16384, ge=64, description="training bytes of each window the fast learner reads "
                                                              "before consolidation")
 

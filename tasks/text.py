@@ -201,5 +201,6 @@ BPB_NOTES = """- bpb: bits per byte on held-out documents, lower is better. bpb_
   bpb_fast: the fast learner reading the same documents prequentially (each segment scored before it is learned from);
   gain = 1 - bpb_fast / bpb_static (higher is better).
 - final_bpb: mean over windows of the slow model after the last consolidation; forgetting_bpb: how much worse than its
-  best each earlier window ends (>= 0, lower is better); retention_bpb: change on the pretrain split (> 0: worse).
+  best earlier value each earlier window ends (> 0: forgotten, < 0: better than ever); retention_bpb: change on the
+  pretrain split (> 0: worse). Every figure but gain: lower is better.
 """

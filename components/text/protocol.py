@@ -13,7 +13,7 @@ For each window k >= 1:
 
 R[i, j] (bpb on window j's held-out documents after window i; row 0 = the pretrained
 model) gives: `final_bpb` = mean_j R[T, j]; `forgetting_bpb` = mean_{j<T} (R[T, j] -
-min_{l<T} R[l, j]) (how much worse than its best, >= 0); `retention_bpb` = R[T, 0] -
+min_{l<T} R[l, j]) (how much worse than its best earlier value: > 0 forgotten, < 0 better than ever); `retention_bpb` = R[T, 0] -
 R[0, 0] (> 0: the pretrain split got worse); `transfer_bpb` = mean_k (R[k, k] - R[k-1, k])
 (< 0: consolidating a window helped on its own held-out documents).
 """
