@@ -9,23 +9,20 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from distributed.worker import print as say
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from adapters import mlflow_store as tracking
 from components.checkpoint import load_state, save_json, save_state
-from components.comparison import aggregate_seeds
 from components.config import Params, load_params
 from components.progress import fingerprint, stage_code_digest
 from components.runtime import configure_torch
 from components.text.corpus import DEFAULT_WINDOWS, TextWindow, build_windows
 from components.text.learners import parse_entry
-from components.text.lm import pretrain_lm
+from components.text.lm import LN2, pretrain_lm
 from components.text.plots import bpb_by_position, bpb_heatmap
-from components.text.protocol import LOWER_IS_BETTER, build_slow, run_text_unit
+from components.text.protocol import build_slow, run_text_unit, summarize_seeds
 
 HEADLINE = ["bpb_fast", "bpb_static", "gain", "final_bpb", "forgetting_bpb", "retention_bpb"]
 
@@ -95,7 +92,7 @@ def pretrain_text(params_path: str, root: str, content_hash: str) -> str:
     began = time.perf_counter()
     losses = pretrain_lm(model, windows[0].train_bytes, t.pretrain_steps, lr=t.pretrain_lr, generator=generator)
     save_state(model.state_dict(), _model_dir(root) / "model.pt")
-    save_json({"key": key, "loss_bpb": [x / np.log(2) for x in losses]}, info_path)
+    save_json({"key": key, "loss_bpb": [x / LN2 for x in losses]}, info_path)
     print(f"[text] byte LM ({sum(p.numel() for p in model.parameters()):,} parameters) pretrained on "
           f"{windows[0].name} in {time.perf_counter() - began:.0f} s", flush=True)
     return key
@@ -154,14 +151,7 @@ def compare_text(params_path: str, root: str, records: list[dict], content_hash:
     params = _params(params_path, root)
     out = _out(root, params)
     entries = list(params.text.methods)
-    summaries = {}
-    for entry in entries:
-        mine = [r for r in records if r["method"] == entry]
-        stats = aggregate_seeds([{k: r[k] for k in LOWER_IS_BETTER} for r in mine])
-        summaries[entry] = {"learner": mine[0]["learner"], "seeds": [r["seed"] for r in mine], **stats,
-                            "matrix_mean": np.mean([r["matrix"] for r in mine], axis=0).tolist(),
-                            "by_position": mine[0]["by_position"], "static_by_position": mine[0]["static_by_position"],
-                            "fast_state_bytes": mine[0]["fast_state_bytes"]}
+    summaries = {entry: summarize_seeds([r for r in records if r["method"] == entry]) for entry in entries}
     order = sorted(entries, key=lambda e: (summaries[e]["mean"]["bpb_fast"], e))
     save_json({e: summaries[e] for e in order}, out / "compare.json", sort_keys=False)
     for entry in order:  # one small file per entry: `dvc metrics show` prints a short row each

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from components.comparison import aggregate_seeds
 from components.text.corpus import Document, TextWindow
 from components.text.fast import DocumentScore, Static, bits_per_byte, prequential
 from components.text.learners import consolidate, make_learner, parse_entry
@@ -101,6 +102,16 @@ def summarize_bpb(matrix: np.ndarray, windows: list[dict]) -> dict[str, float]:
         "retention_bpb": float(r[last, 0] - r[0, 0]),
         "transfer_bpb": float(np.mean([r[k, k] - r[k - 1, k] for k in range(1, last + 1)])),
     }
+
+
+def summarize_seeds(records: list[dict]) -> dict:
+    """One entry's line in the comparison: mean and std over its seeds' records of every
+    metric, the mean R matrix, and the first seed's position curves."""
+    stats = aggregate_seeds([{k: r[k] for k in LOWER_IS_BETTER} for r in records])
+    return {"learner": records[0]["learner"], "seeds": [r["seed"] for r in records], **stats,
+            "matrix_mean": np.mean([r["matrix"] for r in records], axis=0).tolist(),
+            "by_position": records[0]["by_position"], "static_by_position": records[0]["static_by_position"],
+            "fast_state_bytes": records[0]["fast_state_bytes"]}
 
 
 def _by_position(scores: list[DocumentScore]) -> list[float]:
