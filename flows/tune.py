@@ -23,7 +23,7 @@ from prefect.futures import as_completed
 from adapters import dask_cluster, engine
 from adapters import mlflow_store as tracking
 from components.checkpoint import save_json
-from components.errors import SlowfastError
+from components.errors import ParamsError, SlowfastError
 from components.workspace import open_workspace
 from flows._cli import REPO_ROOT
 from tasks.tune import (
@@ -147,6 +147,10 @@ def main(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """The stage: trials on the Dask cluster `parallel:` names (loopback servers as the
     stream stage starts them), or in this process with `parallel.workers: 0`."""
     ws = open_workspace(params_path, root)
+    if ws.params.tune.storage.startswith("sqlite:"):
+        # A shared params.yaml must not name a file outside the project (README "Safety of a shared params.yaml").
+        raise ParamsError(f"{params_path}: tune.storage: a sqlite study lives in .slowfast/tune/optuna.db; leave "
+                          "tune.storage empty for it, or name a database server (postgresql://...)")
     with ExitStack() as stack:
         runner = engine.units_task_runner(stack, ws, (storage_url(ws.params, ws.layout),)) if ws.params.tune.methods else None
         options = {"task_runner": runner} if runner is not None else {}

@@ -233,3 +233,14 @@ def test_a_text_window_without_held_out_documents_is_one_line_and_writes_nothing
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert "window 1 (w1) has no document of at least 32 bytes" in done.stderr
     assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()
+
+
+def test_a_corpus_file_that_links_outside_its_folder_is_refused_unread(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for the corpus " * 40)
+    (tmp_path / "c").mkdir()
+    for i in range(6):
+        (tmp_path / "c" / f"doc{i}.txt").write_text("fine text " * 40)
+    (tmp_path / "c" / "link.txt").symlink_to(secret)
+    with pytest.raises(StreamError, match=r"link\.txt: leads outside .* copy the file into"):
+        build_windows((("c", "*.txt"),), tmp_path / "c", test_share=0.5)

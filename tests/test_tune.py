@@ -192,3 +192,16 @@ def test_workers_on_other_machines_cannot_share_a_sqlite_study(monkeypatch, tmp_
     with ExitStack() as stack, pytest.raises(ParamsError) as error:
         units_task_runner(stack, ws, (f"sqlite:///{tmp_path / 'optuna.db'}",))
     assert "cannot write the sqlite study" in str(error.value) and "tune.storage" in str(error.value)
+
+
+def test_a_study_file_outside_the_project_is_refused_before_anything_runs(tmp_path):
+    """A shared params.yaml names no file: the sqlite study is always .slowfast/tune/optuna.db."""
+    params = _params(storage=f"sqlite:///{tmp_path / 'elsewhere' / 'study.db'}")
+    root = tmp_path / "project"
+    root.mkdir()
+    write_params(root, params)
+    done = subprocess.run([sys.executable, "-m", "flows.tune", "--root", str(root)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "tune.storage: a sqlite study lives in .slowfast/tune/optuna.db" in done.stderr
+    assert not (tmp_path / "elsewhere").exists() and not (root / ".slowfast").exists()

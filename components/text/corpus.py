@@ -51,6 +51,9 @@ def _documents(source: str, root: Path) -> list[Document]:
 
         return [Document(f"topics/{name}", text.encode("utf-8")) for name, text in sorted(topics.items())]
     paths = sorted(p for p in root.glob(source) if p.is_file())
+    for path in paths:  # links followed: a file outside the corpus folder is refused unread
+        if not path.resolve().is_relative_to(root.resolve()):
+            raise StreamError(f"{path}: leads outside {root} (to {path.resolve()}); copy the file into {root}")
     try:
         return [Document(p.relative_to(root).as_posix(), p.read_bytes()) for p in paths]
     except OSError as error:
