@@ -24,6 +24,7 @@ from components.text.lm import LN2, pretrain_lm
 from components.text.plots import bpb_by_position, bpb_heatmap
 from components.text.protocol import build_slow, run_text_unit, summarize_seeds
 
+TIMINGS = ("score_ms_per_segment", "learn_ms_per_segment")
 HEADLINE = ["bpb_fast", "bpb_static", "gain", "final_bpb", "forgetting_bpb", "retention_bpb"]
 
 
@@ -33,6 +34,12 @@ def _params(params_path: str, root: str) -> Params:
 
 def _out(root: str, params: Params) -> Path:
     return Path(root) / "results" / "text"
+
+
+def _run_record(root: str, params: Params, entry: str, seed: int) -> Path:
+    """What a unit did that its inputs do not determine (its MLflow run, timings): outside
+    every DVC output, like the classification stages' run records."""
+    return Path(root) / ".slowfast" / "runs" / "text" / params.text.name / entry / f"seed{seed}.json"
 
 
 def _model_dir(root: str) -> Path:
@@ -133,8 +140,13 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
         ",".join([label] + [f"{v:.6f}" for v in row]) for label, row in zip(["pretrained", *names[1:]], result.matrix)) + "\n")
     (out / "by_position.csv").write_text("segment,fast,static\n" + "".join(
         f"{k},{f:.6f},{s:.6f}\n" for k, (f, s) in enumerate(zip(result.by_position, result.static_by_position))))
+    # Timings swing with the machine's load: MLflow and the run record keep them, not the DVC output.
+    windows_done = [{k: v for k, v in w.items() if k not in TIMINGS} for w in result.windows]
+    save_json({"mlflow_run_id": run_id, "timings": [{"window": w["window"], **{k: w[k] for k in TIMINGS}}
+                                                    for w in result.windows]},
+              _run_record(root, params, entry, seed))
     record = {"method": entry, "seed": seed, "learner": config.learner, "stream_hash": content_hash,
-              **result.metrics, "matrix": result.matrix.tolist(), "windows": result.windows,
+              **result.metrics, "matrix": result.matrix.tolist(), "windows": windows_done,
               "by_position": result.by_position, "static_by_position": result.static_by_position}
     save_json(record, out / "metrics.json")
     tracking.log_metrics(run_id, result.metrics, step=len(windows) - 1)

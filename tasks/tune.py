@@ -304,7 +304,9 @@ def _figures(study: optuna.Study, entry: str, out: Path) -> list[Path]:
     if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) > 1:
         figures.append(("importance", optuna_plots.plot_param_importances))
     for kind, plot in figures:
-        axes = plot(study)
+        # fANOVA fits a random forest: seeded, so that a rerun draws the same PNG (a DVC output)
+        axes = plot(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)) if kind == "importance" \
+            else plot(study)
         axes.set_title(f"{entry}: {kind}")
         path = out / f"{entry}_{kind}.png"
         axes.figure.savefig(path, dpi=90, bbox_inches="tight")
