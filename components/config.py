@@ -382,6 +382,7 @@ class TextParams(Strict):
     consolidation: float = Field(0.1, ge=0, le=1, description="slow += this x (fast - slow) after each window")
     consolidate_bytes: int = Field(16384, ge=64, description="training bytes of each window the fast learner reads "
                                                              "before consolidation")
+    replay_bytes: int = Field(8192, ge=0, description="earlier windows' training bytes read with them (replay; 0: none)")
 
     @model_validator(mode="after")
     def _windows_for_files(self) -> "TextParams":

@@ -60,9 +60,12 @@ def _print(compared: dict) -> None:
     table.add_column("method", no_wrap=True)
     for column in HEADLINE:
         table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("ms/seg score+learn", justify="right", no_wrap=True)  # timings: this run's, not in results/
     for entry in compared["order"]:
         mean = compared["summaries"][entry]["mean"]
-        table.add_row(entry, *(f"{100 * mean[c]:+.1f}%" if c == "gain" else f"{mean[c]:.3f}" for c in HEADLINE))
+        ms = compared.get("ms_per_segment", {}).get(entry)
+        cost = f"{ms['score_ms_per_segment']:.1f}+{ms['learn_ms_per_segment']:.1f}" if ms else "-"
+        table.add_row(entry, *(f"{100 * mean[c]:+.1f}%" if c == "gain" else f"{mean[c]:.3f}" for c in HEADLINE), cost)
     Console(width=120).print(table)
 
 

@@ -120,7 +120,8 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
         t.name, f"{entry}-seed{seed}", tags={"phase": "text", "method": entry, "learner": config.learner,
                                              "seed": str(seed), "stream_hash": content_hash},
         params={"method": entry, **{f"method.{k}": v for k, v in config.model_dump().items()}, "seed": seed,
-                "segment": t.segment, "consolidation": t.consolidation, "consolidate_bytes": t.consolidate_bytes},
+                "segment": t.segment, "consolidation": t.consolidation, "consolidate_bytes": t.consolidate_bytes,
+                "replay_bytes": t.replay_bytes},
     )
 
     def on_window(record: dict) -> None:
@@ -129,7 +130,8 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
         tracking.log_metrics(run_id, {k: v for k, v in record.items() if isinstance(v, float)}, step=record["window"])
 
     try:
-        result = run_text_unit(slow, windows, entry, raw, seed, t.segment, t.consolidation, t.consolidate_bytes, on_window)
+        result = run_text_unit(slow, windows, entry, raw, seed, t.segment, t.consolidation, t.consolidate_bytes, on_window,
+                               replay_bytes=t.replay_bytes)
     except BaseException:
         tracking.end_run(run_id, "FAILED")
         raise
@@ -153,7 +155,8 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
     for name in ("bpb_matrix.csv", "by_position.csv"):
         tracking.log_artifact(run_id, out / name)
     tracking.end_run(run_id)
-    return record
+    # for the terminal table only (not a DVC output): the mean over windows of each timing
+    return record | {"ms_per_segment": {k: sum(w[k] for w in result.windows) / len(result.windows) for k in TIMINGS}}
 
 
 @task(name="compare-text", cache_policy=NO_CACHE)
@@ -185,7 +188,9 @@ def compare_text(params_path: str, root: str, records: list[dict], content_hash:
     for figure in sorted(figures.iterdir()):
         tracking.log_artifact(run_id, figure, "figures")
     tracking.end_run(run_id)
-    return {"order": order, "summaries": summaries, "table": table}
+    timings = {e: {k: sum(r["ms_per_segment"][k] for r in rs) / len(rs) for k in TIMINGS}
+               for e in entries if (rs := [r for r in records if r["method"] == e and "ms_per_segment" in r])}
+    return {"order": order, "summaries": summaries, "table": table, "ms_per_segment": timings}
 
 
 def text_table(summaries: dict, order: list[str]) -> str:

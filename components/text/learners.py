@@ -1,7 +1,7 @@
 """Text entries under `text.methods:`: which fast learner, with which knobs (validated, one
 line per mistake), and consolidation, the outer slow loop: after a window, the slow model
 moves `consolidation` of the way toward what the fast learner holds (its fast weights, or
-the slow weights with its adapter merged)."""
+the slow weights with its adapter or its memory merged)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from torch import nn
 from components.config import validate_model
 from components.errors import ParamsError
 from components.text.fast import DynamicEval, FastLearner, Static, TTTLora
+from components.text.memory import NeuralMemory
 
 
 class _Config(BaseModel):
@@ -42,10 +43,21 @@ class TTTLoraConfig(_Config):
     target_modules: list[Literal["in_proj", "out_proj", "head"]] = Field(["in_proj", "out_proj", "head"], min_length=1)
 
 
-LEARNERS: dict[str, type[_Config]] = {"static": StaticConfig, "dynamic_eval": DynamicEvalConfig, "ttt_lora": TTTLoraConfig}
+class NeuralMemoryConfig(_Config):
+    learner: Literal["neural_memory"] = "neural_memory"
+    lr: float = Field(1.0, gt=0, description="step on the memory's recall loss per segment (per unit key energy)")
+    momentum: float = Field(0.7, ge=0, lt=1, description="share of the last step's surprise carried on")
+    forget: float = Field(0.02, ge=0, le=1, description="share of the memory forgotten at each write")
+    scale: float = Field(30.0, gt=0, description="the values: scale x the loss-lowering direction at out_proj")
+    reset: Literal["window", "document"] = "window"
 
 
-def parse_entry(entry: str, raw: dict[str, Any], source: str = "params.yaml") -> StaticConfig | DynamicEvalConfig | TTTLoraConfig:
+LEARNERS: dict[str, type[_Config]] = {"static": StaticConfig, "dynamic_eval": DynamicEvalConfig, "ttt_lora": TTTLoraConfig,
+                                      "neural_memory": NeuralMemoryConfig}
+TextConfig = StaticConfig | DynamicEvalConfig | TTTLoraConfig | NeuralMemoryConfig
+
+
+def parse_entry(entry: str, raw: dict[str, Any], source: str = "params.yaml") -> TextConfig:
     """The entry's config; its learner defaults to the entry's name."""
     block = {"learner": entry, **(raw or {})}
     if block["learner"] not in LEARNERS:
@@ -54,12 +66,15 @@ def parse_entry(entry: str, raw: dict[str, Any], source: str = "params.yaml") ->
     return validate_model(LEARNERS[block["learner"]], block, source, f"text.methods.{entry}")  # type: ignore[return-value]
 
 
-def make_learner(config: StaticConfig | DynamicEvalConfig | TTTLoraConfig, slow: nn.Module, seed: int) -> FastLearner:
+def make_learner(config: TextConfig, slow: nn.Module, seed: int) -> FastLearner:
     if isinstance(config, DynamicEvalConfig):
         return DynamicEval(slow, lr=config.lr, decay=config.decay, steps=config.steps, reset=config.reset)
     if isinstance(config, TTTLoraConfig):
         return TTTLora(slow, lr=config.lr, rank=config.rank, alpha=config.alpha, steps=config.steps, reset=config.reset,
                        target_modules=tuple(config.target_modules), seed=seed)
+    if isinstance(config, NeuralMemoryConfig):
+        return NeuralMemory(slow, lr=config.lr, momentum=config.momentum, forget=config.forget, scale=config.scale,
+                            reset=config.reset)
     return Static(slow)
 
 
@@ -69,6 +84,8 @@ def consolidate(slow: nn.Module, learner: FastLearner, share: float) -> None:
         return
     if isinstance(learner, TTTLora):
         held = learner.fast.merge_and_unload().state_dict()  # the slow weights with the adapter merged in
+    elif isinstance(learner, NeuralMemory):
+        held = slow.state_dict() | {"out_proj.weight": learner.merged_out_proj()}  # the memory merged into out_proj
     else:
         held = learner.model.state_dict()
     with torch.no_grad():

@@ -24,10 +24,24 @@ class ByteLM(nn.Module):
         self.out_proj = nn.Linear(hidden, width)
         self.head = nn.Linear(width, VOCAB)
 
-    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits for the next byte at every position, and the recurrent state after them."""
+    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None,
+                memory: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits for the next byte at every position, and the recurrent state after them.
+        `memory` (width x hidden), a fast linear map beside `out_proj`, is read with the
+        recurrent output as its key (components/text/memory.py)."""
         h, state = self.rnn(torch.tanh(self.in_proj(self.embed(tokens))), state)
-        return self.head(torch.tanh(self.out_proj(h))), state
+        pre = self.out_proj(h) if memory is None else self.out_proj(h) + h @ memory.T
+        return self.head(torch.tanh(pre)), state
+
+    def keys_and_errors(self, tokens: torch.Tensor, targets: torch.Tensor,
+                        state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """For one sequence: the recurrent outputs (keys, n x hidden) and, at the input of
+        the final tanh, the direction that lowers each next byte's loss (-dCE/dpre, n x width)."""
+        h, _ = self.rnn(torch.tanh(self.in_proj(self.embed(tokens.unsqueeze(0)))), state)
+        h = h.squeeze(0)
+        z = torch.tanh(self.out_proj(h))
+        surprise = F.one_hot(targets, VOCAB).to(z.dtype) - torch.softmax(self.head(z), dim=-1)
+        return h, (surprise @ self.head.weight) * (1 - z * z)
 
 
 def as_tokens(data: bytes, device: torch.device | str = "cpu") -> torch.Tensor:

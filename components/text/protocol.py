@@ -7,8 +7,9 @@ For each window k >= 1:
   (each segment scored, then learned from); what it learned there is dropped, so held-out
   documents never reach the slow model;
 - *consolidation*: another fresh fast learner reads the first `consolidate_bytes` of the
-  window's training documents, and the slow model moves `consolidation` of the way toward
-  what it holds;
+  window's training documents, interleaved with `replay_bytes` of earlier windows' training
+  text (window 0 included: replay), and the slow model moves `consolidation` of the way
+  toward what it holds;
 - *after*: the slow model scores every window's held-out documents: row k of R.
 
 R[i, j] (bpb on window j's held-out documents after window i; row 0 = the pretrained
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import zip_longest
 
 import numpy as np
 
@@ -52,7 +54,7 @@ def score_windows(model: ByteLM, windows: list[TextWindow], segment: int) -> lis
 
 def run_text_unit(
     slow: ByteLM, windows: list[TextWindow], entry: str, raw: dict, seed: int, segment: int, share: float,
-    consolidate_bytes: int, on_window: Callable[[dict], None] | None = None,
+    consolidate_bytes: int, on_window: Callable[[dict], None] | None = None, replay_bytes: int = 0,
 ) -> TextUnitResult:
     """`slow` is changed in place (consolidation); see the module docstring for the loop."""
     config = parse_entry(entry, raw)
@@ -68,7 +70,7 @@ def run_text_unit(
         state_bytes = max(state_bytes, learner.state_bytes())
         reader = make_learner(config, slow, seed * 1000 + k)
         if config.learner != "static":
-            prequential(reader, [Document(f"{windows[k].name}/train", windows[k].train_bytes[:consolidate_bytes])], segment)
+            prequential(reader, [consolidation_text(windows, k, consolidate_bytes, replay_bytes, 8 * segment)], segment)
         consolidate(slow, reader, share)
         rows.append(score_windows(slow, windows, segment))
         segments = sum(len(s.segment_bpb) for s in fast)
@@ -88,6 +90,22 @@ def run_text_unit(
     result.static_by_position = _by_position(static_scores)
     result.metrics = summarize_bpb(result.matrix, result.windows) | {"fast_state_bytes": float(state_bytes)}
     return result
+
+
+def consolidation_text(windows: list[TextWindow], k: int, fresh_bytes: int, replay_bytes: int, chunk: int) -> Document:
+    """What the fast learner reads before consolidating window k: the first `fresh_bytes` of
+    its training text and `replay_bytes` of earlier windows' (an equal share each, from their
+    start), cut into `chunk`-byte pieces spread evenly through each other, so that the newest
+    window does not simply come last."""
+    def pieces(text: bytes) -> list[bytes]:
+        return [text[i: i + chunk] for i in range(0, len(text), chunk)]
+
+    fresh = pieces(windows[k].train_bytes[:fresh_bytes])
+    earlier = [pieces(w.train_bytes[: replay_bytes // k]) for w in windows[:k]] if replay_bytes else []
+    replay = [p for round_ in zip_longest(*earlier) for p in round_ if p is not None]  # round robin over windows
+    order = sorted([((i + 0.5) / len(fresh), 0, p) for i, p in enumerate(fresh)]
+                   + [((i + 0.5) / len(replay), 1, p) for i, p in enumerate(replay)], key=lambda t: t[:2])
+    return Document(f"{windows[k].name}/consolidation", b"".join(p for *_, p in order))
 
 
 def summarize_bpb(matrix: np.ndarray, windows: list[dict]) -> dict[str, float]:
