@@ -318,3 +318,21 @@ def test_consolidation_reads_the_window_with_earlier_windows_spread_through_it()
     mixed = consolidation_text(windows, 2, 16, 16, 4).data
     assert sorted(mixed) == sorted(b"C" * 16 + b"A" * 8 + b"B" * 8)  # an equal share of each earlier window
     assert mixed == b"CCCCAAAACCCCBBBBCCCCAAAACCCCBBBB"  # in chunks, spread evenly, round robin
+
+
+@pytest.mark.parametrize("make", [lambda slow: DynamicEval(slow, lr=0.1, steps=2),
+                                  lambda slow: TTTLora(slow, lr=0.01, rank=2, steps=2, reset="window")],
+                         ids=["dynamic_eval", "ttt_lora"])
+def test_reusing_the_scoring_pass_for_the_first_step_changes_no_number(make):
+    """A gradient learner learns from the loss its segment was scored with (one forward
+    saved): the same bits as a learner that runs a forward of its own."""
+    torch.manual_seed(0)
+    slow = ByteLM(width=16, hidden=32)
+    documents = [Document(f"d{i}", (b"reuse the graph, " * 30)[i:]) for i in range(2)]
+    reusing, recomputing = make(slow), make(slow)
+    recomputing.reuses_scoring = False
+    assert reusing.reuses_scoring
+    first, second = prequential(reusing, documents, 64), prequential(recomputing, documents, 64)
+    bpb = [(a, b) for x, y in zip(first, second) for a, b in zip(x.segment_bpb, y.segment_bpb)]
+    assert len(bpb) == 16 and all(a == pytest.approx(b, abs=1e-6) for a, b in bpb)
+    assert bits_per_byte(first) < bits_per_byte(prequential(Static(slow), documents, 64))  # it did learn

@@ -23,6 +23,9 @@ from components.text.lm import LN2, as_tokens, segment_loss
 
 class FastLearner(ABC):
     name: str = ""
+    # True: the scoring pass records its graph and `learn` gets the scored loss, so a
+    # gradient learner's first step needs no second forward over the same segment.
+    reuses_scoring: bool = False
 
     def __init__(self, slow: nn.Module) -> None:
         self.slow = slow.eval()
@@ -35,8 +38,10 @@ class FastLearner(ABC):
     def begin_document(self) -> None:  # noqa: B027 (optional hook)
         """A new document starts (a learner may reset its fast state here)."""
 
-    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None) -> None:  # noqa: B027
-        """Learn from a segment that was just scored (the static model learns nothing)."""
+    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,  # noqa: B027
+              scored: torch.Tensor | None = None) -> None:
+        """Learn from a segment that was just scored (the static model learns nothing);
+        `scored` is that score's loss with its graph when `reuses_scoring`."""
 
     def state_bytes(self) -> int:
         return 0
@@ -55,6 +60,7 @@ class DynamicEval(FastLearner):
     weights; `reset: document` starts each document from the slow weights."""
 
     name = "dynamic_eval"
+    reuses_scoring = True
 
     def __init__(self, slow: nn.Module, lr: float = 0.01, decay: float = 0.01, steps: int = 1,
                  reset: str = "window") -> None:
@@ -73,9 +79,10 @@ class DynamicEval(FastLearner):
                 for p, anchor in zip(self.fast.parameters(), self._anchor):
                     p.copy_(anchor)
 
-    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None) -> None:
-        for _ in range(self.steps):
-            loss, _ = segment_loss(self.fast, context, segment, state)
+    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
+              scored: torch.Tensor | None = None) -> None:
+        for step in range(self.steps):
+            loss = scored if step == 0 and scored is not None else segment_loss(self.fast, context, segment, state)[0]
             grads = torch.autograd.grad(loss, list(self.fast.parameters()))
             with torch.no_grad():
                 for p, g, anchor in zip(self.fast.parameters(), grads, self._anchor):
@@ -113,13 +120,16 @@ def prequential(learner: FastLearner, documents: Sequence, segment: int = 128) -
         for start in range(0, len(tokens), segment):
             piece = tokens[start: start + segment]
             began = time.perf_counter()
-            with torch.no_grad():
+            with torch.set_grad_enabled(learner.reuses_scoring):
                 loss, after = segment_loss(learner.model, context, piece, state)
             bits = loss.item() * len(piece) / LN2
             scored = time.perf_counter()
             score.bits += bits
             score.segment_bpb.append(bits / len(piece))
-            learner.learn(context, piece, state)
+            if learner.reuses_scoring:
+                learner.learn(context, piece, state, scored=loss)
+            else:
+                learner.learn(context, piece, state)
             score.score_seconds += scored - began
             score.learn_seconds += time.perf_counter() - scored
             context, state = piece[-1:], after.detach()
@@ -140,6 +150,7 @@ class TTTLora(FastLearner):
     keeps both."""
 
     name = "ttt_lora"
+    reuses_scoring = True
 
     def __init__(self, slow: nn.Module, lr: float = 0.01, rank: int = 8, alpha: float = 16.0, steps: int = 1,
                  reset: str = "document", target_modules: tuple[str, ...] = ("in_proj", "out_proj", "head"),
@@ -168,9 +179,10 @@ class TTTLora(FastLearner):
                     p.copy_(self._fresh[name])
             self._optimizer = torch.optim.Adam(self._adapter().values(), lr=self.lr)
 
-    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None) -> None:
-        for _ in range(self.steps):
-            loss, _ = segment_loss(self.fast, context, segment, state)
+    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
+              scored: torch.Tensor | None = None) -> None:
+        for step in range(self.steps):
+            loss = scored if step == 0 and scored is not None else segment_loss(self.fast, context, segment, state)[0]
             self._optimizer.zero_grad()
             loss.backward()
             self._optimizer.step()

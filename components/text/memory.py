@@ -74,7 +74,8 @@ class NeuralMemory(FastLearner):
             self.memory.zero_()
             self.momentum_state.zero_()
 
-    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None) -> None:
+    def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
+              scored: torch.Tensor | None = None) -> None:
         with torch.no_grad():
             keys, values = self.slow.keys_and_errors(torch.cat([context, segment[:-1]]), segment, state)
             self.memory, self.momentum_state = memory_step(self.memory, self.momentum_state, keys, self.scale * values,
