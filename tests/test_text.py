@@ -54,13 +54,21 @@ def test_a_window_without_documents_or_held_out_ones_is_one_line(corpus, windows
     assert expected in str(error.value) and "\n" not in str(error.value)
 
 
-def test_documents_shorter_than_a_segment_are_left_out(tmp_path):
+@pytest.mark.parametrize("text", ["", "tiny"], ids=["empty", "too-short"])
+def test_a_document_of_your_corpus_shorter_than_a_segment_is_one_line_naming_it(tmp_path, text):
     (tmp_path / "w").mkdir()
-    (tmp_path / "w" / "short.txt").write_text("tiny")
+    (tmp_path / "w" / "short.txt").write_text(text)
     for i in range(6):
         (tmp_path / "w" / f"long{i}.txt").write_text("x" * 400)
-    (window,) = build_windows((("w", "w/*.txt"),), tmp_path, test_share=0.5, seed=3)
-    assert "w/short.txt" not in {d.name for d in window.train + window.test}
+    with pytest.raises(StreamError, match=rf"w/short\.txt: {len(text)} bytes, shorter than one segment \(256 bytes"):
+        build_windows((("w", "w/*.txt"),), tmp_path, test_share=0.5, seed=3)
+
+
+def test_the_built_in_corpus_leaves_out_files_shorter_than_a_segment():
+    (window,) = build_windows((("asyncio", "asyncio/*.py"),), test_share=0.2, min_bytes=256)
+    documents = window.train + window.test
+    assert "asyncio/log.py" not in {d.name for d in documents}  # 124 bytes in CPython 3.11
+    assert len(documents) > 20 and min(len(d.data) for d in documents) >= 256
 
 
 class Spy(FastLearner):
@@ -234,11 +242,11 @@ def test_a_text_window_without_held_out_documents_is_one_line_and_writes_nothing
 
     from tests.conftest import REPO
 
-    _text_project(tmp_path, {"w0": _corpus("alpha"), "w1": ["short"]})
+    _text_project(tmp_path, {"w0": _corpus("alpha"), "w1": []})
     done = subprocess.run([sys.executable, "-m", "flows.text", "--root", str(tmp_path)], cwd=REPO, capture_output=True,
                           text=True, timeout=300, env={**__import__("os").environ, "PREFECT_API_URL": "http://127.0.0.1:9/api"})
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
-    assert "window 1 (w1) has no document of at least 32 bytes" in done.stderr
+    assert "window 1 (w1) has no document of at least 32 bytes" in done.stderr  # its glob matches nothing
     assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()
 
 

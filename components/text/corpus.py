@@ -70,13 +70,21 @@ def build_windows(
     windows: tuple[tuple[str, str], ...] = DEFAULT_WINDOWS, root: Path | None = None, test_share: float = 0.2,
     seed: int = 0, min_bytes: int = 256, max_test_docs: int | None = None, max_doc_bytes: int | None = None,
 ) -> list[TextWindow]:
-    """Windows of documents (held-out ones cut to `max_doc_bytes`); documents shorter than
-    `min_bytes` (one segment) are left out,
-    a window left with no held-out or no training document is one line naming it."""
+    """Windows of documents (held-out ones cut to `max_doc_bytes`). A document shorter than
+    `min_bytes` (one segment) is one line naming it in your own corpus (`root` given); the
+    built-in corpus (the standard library, full of short `__init__.py` files) leaves such
+    documents out. A window with no held-out or no training document is one line naming it."""
+    built_in = root is None
     root = root or stdlib_root()
     out = []
     for index, (name, source) in enumerate(windows):
-        docs = [d for d in _documents(source, root) if len(d.data) >= min_bytes]
+        docs = _documents(source, root)
+        short = [d for d in docs if len(d.data) < min_bytes]
+        if short and not built_in:
+            raise StreamError(f"{root / short[0].name}: {len(short[0].data)} bytes, shorter than one segment "
+                              f"({min_bytes} bytes; {len(short)} such document(s) in window {index} ({name})); "
+                              "remove them or lower text.segment")
+        docs = [d for d in docs if len(d.data) >= min_bytes]
         test = [d for d in docs if held_out(d.name, test_share, seed)]
         if max_doc_bytes:  # evaluation cost: held-out documents are read up to this many bytes
             test = [Document(d.name, d.data[:max_doc_bytes]) for d in test]
