@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -27,12 +26,13 @@ from urllib.parse import urlparse
 import torch
 from prefect_dask import DaskTaskRunner
 
+from adapters import fork_server
 from adapters.servers import free_port
 from components.config import ParallelParams
 from components.errors import ParamsError
 from components.layout import REPO_ROOT
 
-WORKER_MODULE = "adapters.dask_worker"
+WORKER_MODULE = fork_server.WORKER_MODULE
 DASK_CONFIG = Path(__file__).resolve().parent / "dask_config"  # workers' settings (slowfast.yaml)
 
 
@@ -68,9 +68,7 @@ def task_runner(parallel: ParallelParams, device: torch.device, env: dict[str, s
     if parallel.scheduler:
         return DaskTaskRunner(address=parallel.scheduler)
     workers = local_worker_count(parallel, device)
-    # with multiprocessing-method: forkserver (dask_config/slowfast.yaml), the stack is
-    # imported once, in the fork server, before any thread starts there
-    multiprocessing.set_forkserver_preload([WORKER_MODULE])
+    fork_server.preload_stack()  # workers fork from a server that imported their stack once
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={

@@ -12,11 +12,16 @@ import sys
 import zlib
 
 import flows  # noqa: F401  (quiet Prefect and MLflow defaults, before either is imported)
+import peft  # noqa: F401  (2.7 s to import: lora, ilora and text units use it)
 import torch
 
 import components.methods  # noqa: F401  (the method registry)
 import tasks.stream  # noqa: F401
 from flows._cli import quiet_libraries
+
+# The process that imported this stack: the fork server the local cluster's workers fork
+# from (adapters/fork_server.py), not each worker (tests/test_parallel.py checks it).
+IMPORTED_BY = os.getpid()
 
 
 def dask_setup(worker) -> None:  # noqa: ANN001  (distributed.Worker; called by Dask on start)

@@ -6,13 +6,16 @@ the same number of worker processes (benchmarks/bare_units.py). All in one run, 
 
 1. Sweep: a copy of the repository with the default stream and model, `--methods` x
    `--seeds` units, prepared and pretrained once. The stream stage (`python -m flows.stream`,
-   process start-up, cluster and loopback MLflow server included; the Prefect server is
-   started once beforehand, as ./run.sh does) runs from scratch under: the old way (workers
+   process start-up and cluster included; the Prefect server and the loopback MLflow server
+   are started beforehand, as ./run.sh does) runs from scratch under: the old way (workers
    0, threads 2), a local cluster of 1 and of 2 workers (1 thread each), and a `dask
-   scheduler` + 2 `dask worker` processes; then the bare script on 2 processes. Printed:
+   scheduler` + 2 `dask worker` processes; then once more with nothing to run (the stage's
+   own cost: imports, flow, summaries); then the bare script on 2 processes. Printed:
    wall, units' work (training + evaluation), MLflow seconds, calls and retries per unit,
-   the fixed cost per unit ((wall x workers - work - MLflow) / units), the ratios, and
-   whether every configuration gave the same numbers.
+   the fixed cost per unit three ways ((wall x workers - work - MLflow) / units; the same
+   less the stage's own cost; inside the worker: unit seconds - work - MLflow), the
+   ratios, and whether every configuration gave the same numbers. A process's wall time
+   ends when it exits (as DVC waits for a stage), not when a child closes its output.
 2. Load: one unit of three methods alone, then beside a competing 2-thread PyTorch
    process, at 1 thread (the default now) and at 2 (before).
 3. Many windows: `finetune`, 1 seed, over a `--windows`-window stream (river Agrawal, 150
@@ -36,7 +39,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks._project import REPO, copy_repository, prefect_server, timed_run, write_params
+from benchmarks._project import REPO, copy_repository, mlflow_server, prefect_server, timed_run, write_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COMPETITOR = r"""
@@ -72,6 +75,7 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seeds"], params["threads"] = seeds, 1
     params["methods"] = {m: params["methods"][m] for m in methods}
+    params["tune"]["methods"] = [m for m in params["tune"]["methods"] if m in methods]
     write_params(prepared, params)
     for stage in ("prepare", "pretrain"):
         timed_run([sys.executable, "-m", f"flows.{stage}"], prepared, env)
@@ -85,16 +89,12 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     for name, (parallel, threads, workers) in configs.items():
         root = _fresh(prepared, base / name.replace(" ", "_").replace(",", "").replace(":", ""),
                       params | {"threads": threads, "parallel": parallel})
-        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
-        out["configs"][name] = _summary(wall, _records(root), workers)
-        numbers[name] = _numbers(root)
+        out["configs"][name], numbers[name] = _stage(root, env, workers)
         print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
     with process_cluster(2, base / "cluster-logs", env={"PREFECT_API_URL": env["PREFECT_API_URL"]}) as address:
         name = "scheduler + 2 worker processes"
         root = _fresh(prepared, base / "process_cluster", params | {"parallel": {"scheduler": address}})
-        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
-        out["configs"][name] = _summary(wall, _records(root), 2)
-        numbers[name] = _numbers(root)
+        out["configs"][name], numbers[name] = _stage(root, env, 2)
         print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
     root = _fresh(prepared, base / "bare", params)
     wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
@@ -121,18 +121,35 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     return out
 
 
-def _summary(wall: float, records: list[dict], workers: int) -> dict:
+def _stage(root: Path, env: dict, workers: int) -> tuple[dict, dict[str, str]]:
+    """The stream stage from scratch with the MLflow server ./run.sh would have started, then
+    once more with nothing to run: what the stage costs before and after its units
+    (start-up, cluster, servers, summaries), so the per-unit figure leaves it out."""
+    with mlflow_server(root, env) as served:
+        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
+        numbers = _numbers(root)
+        records = _records(root)
+        empty, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
+    return _summary(wall, empty, records, workers), numbers
+
+
+def _summary(wall: float, empty: float, records: list[dict], workers: int) -> dict:
     work = sum(r["work_seconds"] for r in records)
     mlflow = sum(r["mlflow_seconds"] for r in records)
-    return {"wall": wall, "work": work, "mlflow": mlflow, "units": len(records),
+    return {"wall": wall, "stage_fixed": empty, "work": work, "mlflow": mlflow, "units": len(records),
             "mlflow_calls_per_unit": statistics.mean(r["mlflow_calls"] for r in records),
             "retries": sum(r["mlflow_retries"] for r in records),
-            "fixed_per_unit": (wall * workers - work - mlflow) / len(records)}
+            "unit_seconds": sum(r["unit_seconds"] for r in records),
+            "fixed_per_unit": (wall * workers - work - mlflow) / len(records),
+            "fixed_per_unit_in_worker": (sum(r["unit_seconds"] for r in records) - work - mlflow) / len(records),
+            "fixed_per_unit_beyond_stage": ((wall - empty) * workers - work - mlflow) / len(records)}
 
 
 def _line(s: dict) -> str:
-    return (f"wall {s['wall']:6.1f} s  work {s['work']:6.1f} s  MLflow {s['mlflow']:5.1f} s "
-            f"({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries)  fixed {s['fixed_per_unit']:.2f} s/unit")
+    return (f"wall {s['wall']:6.1f} s (stage alone {s['stage_fixed']:4.1f} s)  work {s['work']:6.1f} s  "
+            f"MLflow {s['mlflow']:5.1f} s ({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries)  "
+            f"fixed per unit: {s['fixed_per_unit']:.2f} s overall, {s['fixed_per_unit_beyond_stage']:.2f} s beyond "
+            f"the stage's own, {s['fixed_per_unit_in_worker']:.2f} s in the worker")
 
 
 def under_load(base: Path, env: dict, methods: list[str]) -> dict:
@@ -169,6 +186,7 @@ def many_windows(base: Path, env: dict, windows: int) -> dict:
     params["model"] = {"kind": "mlp", "hidden": 64}
     params["pretrain"] = {**params["pretrain"], "epochs": 3}
     params["methods"] = {"finetune": {"epochs": 1, "lr": 0.001}}
+    params["tune"]["methods"] = []
     params["evaluation"] = {**params["evaluation"], "every_steps": 0}
     write_params(root, params)
     for stage in ("prepare", "pretrain"):

@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
+    from adapters.fork_server import start_early
+
+    start_early(sys.argv[1:])
+
+
 import argparse
 from contextlib import ExitStack
 

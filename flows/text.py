@@ -6,6 +6,13 @@ the same Dask cluster as the other stages, then the comparison in bits per byte.
 
 from __future__ import annotations
 
+import sys
+
+if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
+    from adapters.fork_server import start_early
+
+    start_early(sys.argv[1:])
+
 from contextlib import ExitStack
 from pathlib import Path
 

@@ -11,8 +11,14 @@ did not change is not tuned again, and a killed run resumes its studies where th
 
 from __future__ import annotations
 
-import json
 import sys
+
+if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
+    from adapters.fork_server import start_early
+
+    start_early(sys.argv[1:])
+
+import json
 import time
 from contextlib import ExitStack
 

@@ -182,3 +182,46 @@ def test_an_mlflow_server_on_postgresql_takes_every_worker(reference, prepared, 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def _stack_imported_by() -> tuple[int, int]:
+    import adapters.dask_worker
+
+    return adapters.dask_worker.IMPORTED_BY, os.getpid()
+
+
+def _dotted(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: dask.config.set replaces a whole subtree given as a dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= _dotted(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_local_workers_fork_from_a_server_that_imported_their_stack_once(monkeypatch):
+    """torch, Prefect, MLflow, peft and components/ are imported once, by the fork server,
+    not again by every worker (seconds each): Dask's own fork-server preload list must not
+    replace slowfast's."""
+    import dask
+    import torch
+
+    from adapters import dask_cluster
+    from components.config import ParallelParams
+
+    # the stage's Dask settings (its flows package points DASK_CONFIG at them before dask is
+    # imported; this test process imported dask first)
+    settings = dask.config.collect([str(dask_cluster.DASK_CONFIG)], env={})
+    for name in settings["distributed"]["nanny"]["pre-spawn-environ"]:
+        monkeypatch.setenv(name, os.environ.get(name, ""))  # restored afterwards: the nannies set them here
+    with dask.config.set(_dotted(settings)):
+        runner = dask_cluster.task_runner(ParallelParams(workers=2), torch.device("cpu"), {})
+        with runner:
+            client = runner.client
+            client.wait_for_workers(2, timeout=120)
+            imported = client.run(_stack_imported_by)
+    assert len(imported) == 2
+    assert all(by != worker for by, worker in imported.values()), imported
+    assert len({by for by, _ in imported.values()}) == 1  # one fork server for both
