@@ -31,7 +31,7 @@ from components.runtime import pick_device
 from components.workspace import Workspace
 from flows._cli import REPO_ROOT
 from components.text.learners import parse_entry
-from tasks.text import HEADLINE, compare_text, pretrain_text, prepare_text, run_text, text_windows
+from tasks.text import HEADLINE, compare_text, model_dir, pretrain_text, prepare_text, run_text, text_windows
 
 
 COST_ORDER = {"dynamic_eval": 0, "ttt_lora": 1, "neural_memory": 2, "static": 3}
@@ -47,6 +47,7 @@ def text_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_p
         (out / "compare.md").write_text("No text stream: `text.methods` is empty in params.yaml.\n")
         for folder in ("methods", "figures", "metrics"):
             (out / folder).mkdir(parents=True, exist_ok=True)
+        model_dir(root).mkdir(parents=True, exist_ok=True)  # a model an earlier run pretrained stays
         print("[text] text.methods is empty: no text stream", flush=True)
         return {}
     made = prepare_text(params_path, root)

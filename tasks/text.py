@@ -42,7 +42,8 @@ def _run_record(root: str, params: Params, entry: str, seed: int) -> Path:
     return Path(root) / ".slowfast" / "runs" / "text" / params.text.name / entry / f"seed{seed}.json"
 
 
-def _model_dir(root: str) -> Path:
+def model_dir(root: str) -> Path:
+    """models/text: the byte LM (a DVC output of the text stage, kept between runs)."""
     return Path(root) / "models" / "text"
 
 
@@ -89,7 +90,7 @@ def pretrain_text(params_path: str, root: str, content_hash: str) -> str:
     t = params.text
     key = fingerprint(content_hash, t.width, t.hidden, t.pretrain_steps, t.pretrain_lr, params.seed,
                       stage_code_digest("text"))
-    info_path = _model_dir(root) / "info.json"
+    info_path = model_dir(root) / "info.json"
     if info_path.is_file() and json.loads(info_path.read_text()).get("key") == key:
         print("[text] slow model unchanged since it was pretrained: kept", flush=True)
         return key
@@ -98,7 +99,7 @@ def pretrain_text(params_path: str, root: str, content_hash: str) -> str:
     model = build_slow(t.width, t.hidden)
     began = time.perf_counter()
     losses = pretrain_lm(model, windows[0].train_bytes, t.pretrain_steps, lr=t.pretrain_lr, generator=generator)
-    save_state(model.state_dict(), _model_dir(root) / "model.pt")
+    save_state(model.state_dict(), model_dir(root) / "model.pt")
     save_json({"key": key, "loss_bpb": [x / LN2 for x in losses]}, info_path)
     print(f"[text] byte LM ({sum(p.numel() for p in model.parameters()):,} parameters) pretrained on "
           f"{windows[0].name} in {time.perf_counter() - began:.0f} s", flush=True)
@@ -115,7 +116,7 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
     config = parse_entry(entry, raw, params_path)
     windows = text_windows(params, root)
     configure_torch(params.threads, seed)
-    slow = build_slow(t.width, t.hidden, load_state(_model_dir(root) / "model.pt"))
+    slow = build_slow(t.width, t.hidden, load_state(model_dir(root) / "model.pt"))
     run_id = tracking.start_run(
         t.name, f"{entry}-seed{seed}", tags={"phase": "text", "method": entry, "learner": config.learner,
                                              "seed": str(seed), "stream_hash": content_hash},

@@ -225,3 +225,32 @@ def test_local_workers_fork_from_a_server_that_imported_their_stack_once(monkeyp
     assert len(imported) == 2
     assert all(by != worker for by, worker in imported.values()), imported
     assert len({by for by, _ in imported.values()}) == 1  # one fork server for both
+
+
+@pytest.mark.parametrize(("prefect_api", "parallel"), [
+    ("", {"workers": 2}),  # the stage starts a temporary Prefect server first: workers need its URL
+    ("http://127.0.0.1:1/api", {"workers": 0}),  # every unit in the stage's own process
+    ("http://127.0.0.1:1/api", {"workers": 2, "scheduler": "tcp://127.0.0.1:8786"}),  # someone else's workers
+])
+def test_the_fork_server_starts_early_only_for_a_local_cluster_that_knows_its_prefect_api(
+    prefect_api, parallel, tmp_path, monkeypatch
+):
+    import multiprocessing.forkserver
+
+    from adapters.fork_server import start_early
+
+    params = tiny_params()
+    params["parallel"] = parallel
+    write_params(tmp_path, params)
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    before = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert start_early(["--root", str(tmp_path)]) is False
+    assert multiprocessing.forkserver._forkserver._forkserver_pid == before
+
+
+def test_a_bad_params_file_leaves_the_fork_server_to_the_stage(tmp_path, monkeypatch):
+    from adapters.fork_server import start_early
+
+    (tmp_path / "params.yaml").write_text("parallel: {workers: -3}\n")
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    assert start_early(["--root", str(tmp_path)]) is False  # the stage then says what is wrong, in one line

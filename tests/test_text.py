@@ -344,3 +344,21 @@ def test_reusing_the_scoring_pass_for_the_first_step_changes_no_number(make):
     bpb = [(a, b) for x, y in zip(first, second) for a, b in zip(x.segment_bpb, y.segment_bpb)]
     assert len(bpb) == 16 and all(a == pytest.approx(b, abs=1e-6) for a, b in bpb)
     assert bits_per_byte(first) < bits_per_byte(prequential(Static(slow), documents, 64))  # it did learn
+
+
+def test_no_text_stream_still_writes_every_output_dvc_expects(tmp_path):
+    """`text.methods: {}` turns the stream off; `dvc repro` must still find each output of
+    the text stage (it failed on the missing models/text)."""
+    import yaml
+
+    from flows.text import text_flow
+    from tests.conftest import REPO, tiny_params, write_params
+
+    params = tiny_params()
+    params["text"] = {**params.get("text", {}), "methods": {}}
+    write_params(tmp_path, params)
+    assert text_flow.fn(root=str(tmp_path)) == {}
+    outs = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["text"]["outs"]
+    paths = [next(iter(o)) if isinstance(o, dict) else o for o in outs]
+    missing = [p for p in paths if not (tmp_path / p).exists()]
+    assert paths and not missing, missing
