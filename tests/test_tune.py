@@ -5,6 +5,8 @@ compare path through `dvc repro` is in tests/test_e2e.py.)"""
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import os
 import signal
@@ -94,10 +96,26 @@ def test_a_tuning_stream_that_shares_rows_with_the_evaluation_stream_is_refused_
     assert not (root / "results" / "tune" / "chosen.json").exists()
 
 
+def _schema_ready(path: Path) -> bool:
+    """Whether the stage has finished creating the study file's tables. Opening it with
+    Optuna before then would create them too, racing the stage (UNIQUE constraint failed:
+    alembic_version); read-only, this look writes nothing."""
+    import sqlite3
+
+    if not path.is_file():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
 def _finished(root: Path) -> dict[str, list[optuna.trial.FrozenTrial]]:
-    url = f"sqlite:///{root / '.slowfast' / 'tune' / 'optuna.db'}"
-    if not (root / ".slowfast" / "tune" / "optuna.db").is_file():
+    path = root / ".slowfast" / "tune" / "optuna.db"
+    if not _schema_ready(path):
         return {}
+    url = f"sqlite:///{path}"
     out = {}
     for summary in optuna.get_all_study_summaries(url):
         trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
