@@ -99,13 +99,14 @@ def test_a_tuning_stream_that_shares_rows_with_the_evaluation_stream_is_refused_
 def _schema_ready(path: Path) -> bool:
     """Whether the stage has finished creating the study file's tables. Opening it with
     Optuna before then would create them too, racing the stage (UNIQUE constraint failed:
-    alembic_version); read-only, this look writes nothing."""
+    alembic_version). A plain connection, not a read-only one: after a SIGKILL mid-write the
+    next reader must roll the stage's hot journal back, which a read-only one cannot do."""
     import sqlite3
 
     if not path.is_file():
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
             return db.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
     except sqlite3.Error:
         return False
