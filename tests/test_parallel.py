@@ -191,10 +191,12 @@ def _stack_imported_by() -> tuple[int, int]:
 
 
 def _dotted(tree: dict, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}: dask.config.set replaces a whole subtree given as a dict."""
+    """{"a": {"b": 1}} -> {"a.b": 1}: dask.config.set replaces a whole subtree given as a dict.
+    A subtree whose keys hold dots (logging's logger names) is set whole: dotted, they would
+    read as nesting."""
     out = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and not any("." in k for k in value):
             out |= _dotted(value, f"{prefix}{key}.")
         else:
             out[f"{prefix}{key}"] = value
