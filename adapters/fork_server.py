@@ -16,10 +16,16 @@ Light on purpose (no torch, Prefect, Dask or MLflow here): it runs before the st
 
 from __future__ import annotations
 
+import argparse
 import multiprocessing
 import multiprocessing.forkserver
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from components.config import Params
 
 WORKER_MODULE = "adapters.dask_worker"  # also each worker's Dask preload (its dask_setup)
 PRELOAD = ["distributed", WORKER_MODULE]
@@ -36,22 +42,24 @@ def preload_stack() -> None:
         context.set_forkserver_preload(PRELOAD)
 
 
-def start_early(argv: list[str]) -> bool:
+def start_early(argv: list[str], runs_units: Callable[[Params], bool] = lambda params: True) -> bool:
     """Start the fork server now when the stage (`argv`: its command-line arguments) will run
-    a local cluster and its workers' Prefect API is already known. False when it did not
-    (the cluster then starts it as usual; a bad params file is reported by the stage)."""
+    a local cluster (`runs_units`: whether its params give it units to run) and its workers'
+    Prefect API is already known. False when it did not (the cluster then starts it as usual;
+    a bad params file is reported by the stage). A stage with nothing to run must not start
+    it: its imports would take the second core from the stage's own."""
     if not os.environ.get("PREFECT_API_URL"):
         return False  # the stage starts a temporary server first; the workers need its URL at import
     from components.config import load_params
     from components.errors import SlowfastError
     from components.layout import REPO_ROOT
 
-    root = Path(_option(argv, "--root") or REPO_ROOT)
+    paths = _paths(argv)
     try:
-        parallel = load_params(root / (_option(argv, "--params") or "params.yaml")).parallel
+        params = load_params(Path(paths.root or REPO_ROOT) / paths.params)
     except SlowfastError:
         return False
-    if parallel.scheduler or parallel.workers <= 0:
+    if params.parallel.scheduler or params.parallel.workers <= 0 or not runs_units(params):
         return False
     # What Dask's nannies set before they start a worker process; a worker forked from this
     # server inherits this server's environment instead.
@@ -70,10 +78,10 @@ def _pre_spawn_environ() -> dict[str, str]:
     return {k: os.environ.get(k, str(v)) for k, v in config.items() if v is not None}
 
 
-def _option(argv: list[str], name: str) -> str | None:
-    for k, arg in enumerate(argv):
-        if arg == name and k + 1 < len(argv):
-            return argv[k + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return None
+def _paths(argv: list[str]) -> argparse.Namespace:
+    """--root and --params as the stage's command line (flows/_cli.py) takes them; the rest
+    is the stage's to parse."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--root")
+    parser.add_argument("--params", default="params.yaml")
+    return parser.parse_known_args(argv)[0]

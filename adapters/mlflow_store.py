@@ -16,8 +16,10 @@ import logging
 import os
 import sqlite3
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -400,9 +402,8 @@ def log_and_register_model(
     # The registry announces each new version on stderr and a tracking server's run links on
     # stdout when the run ends; the stage prints its own summary instead.
     quiet = io.StringIO()
-    start = time.perf_counter()
 
-    def log() -> Any:  # retried as a whole: a version left by a failed try is never aliased
+    def log() -> Any:
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
             return mlflow.pytorch.log_model(
                 cpu_model,
@@ -419,7 +420,49 @@ def log_and_register_model(
                 metadata={"class_names": list(class_names), "output": "class probabilities, column i = class_names[i]"},
             )
 
-    info = with_retries(log, "log_model")
+    return _registered(log, registered_name, tags)
+
+
+def log_and_register_text_model(
+    run_id: str, slow_state: Path, spec: Mapping[str, Any], registered_name: str, tags: Mapping[str, str],
+    columns: tuple[str, ...],
+) -> str:
+    """Log a text entry as a pyfunc model from code (adapters/text_model.py: nothing is
+    pickled) holding the slow model's weights and the entry's spec; register it and return
+    the new version. Served, it reads each document prequentially with the entry's fast
+    learner (components/text/serving.py), answering `columns` per document."""
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    client()  # sets the tracking URI for the fluent API below
+    signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]),
+                               outputs=Schema([ColSpec("double", c) for c in columns]))
+
+    def log() -> Any:
+        with tempfile.TemporaryDirectory() as scratch:
+            spec_path = Path(scratch) / "spec.json"
+            spec_path.write_text(json.dumps(dict(spec), indent=1))
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+                    mlflow.start_run(run_id=run_id):
+                return mlflow.pyfunc.log_model(
+                    name="model", python_model=str(Path(__file__).with_name("text_model.py")),
+                    artifacts={"slow": str(slow_state), "spec": str(spec_path)}, signature=signature,
+                    # pinned: requirement inference would import the model in a subprocess (slow)
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                                      *(f"{p}=={metadata.version(p)}" for p in ("mlflow", "peft", "pandas"))],
+                    code_paths=[str(REPO_ROOT / "components")], registered_model_name=registered_name,
+                    metadata={"input": "a `text` column, one document per row",
+                              "output": "bytes, bpb_static, bpb_fast, gain per document (bits per byte: lower is better)"},
+                )
+
+    return _registered(log, registered_name, tags)
+
+
+def _registered(log: Callable[[], Any], registered_name: str, tags: Mapping[str, str]) -> str:
+    """Run `log` (a log_model that registers) with retries, count it, tag the version."""
+    start = time.perf_counter()
+    info = with_retries(log, "log_model")  # retried as a whole: a version left by a failed try is never aliased
     seconds = time.perf_counter() - start
     CALLS["count"] += 1
     CALLS["seconds"] += seconds

@@ -77,9 +77,11 @@ def shared_tracking(log_dir: Path, startup_seconds: float = 120,
         # MLflow 3's server also starts a job runner (eight more processes) for UI-launched
         # jobs such as prompt optimisation; this server only records runs.
         env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-        with log.open("w") as out:
-            process = subprocess.Popen(mlflow_server_command(uri, port, artifact_root(uri)), stdout=out,
-                                       stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with log.open("w") as out:  # guarded: it stops when this process is gone, however it ends
+            process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("server_guard.py")),
+                                        *mlflow_server_command(uri, port, artifact_root(uri))],
+                                       stdin=subprocess.PIPE, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
         stack.callback(_stop, process)
         if meanwhile is not None:
             stack.enter_context(meanwhile)
@@ -126,7 +128,7 @@ def _environment(name: str, value: str) -> Iterator[None]:
 
 
 def _stop(process: subprocess.Popen) -> None:
-    """The server and the uvicorn process it started (one process group)."""
+    """The guard, the server and the uvicorn process it started (one process group)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, 15)
     try:

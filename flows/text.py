@@ -11,7 +11,7 @@ import sys
 if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
     from adapters.fork_server import start_early
 
-    start_early(sys.argv[1:])
+    start_early(sys.argv[1:], lambda params: len(params.text.methods) * len(params.text.seeds) > 1)  # as main()
 
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,7 +80,11 @@ def _print(compared: dict) -> None:
         ms = compared.get("ms_per_segment", {}).get(entry)
         cost = f"{ms['score_ms_per_segment']:.1f}+{ms['learn_ms_per_segment']:.1f}" if ms else "-"
         table.add_row(entry, *(f"{100 * mean[c]:+.1f}%" if c == "gain" else f"{mean[c]:.3f}" for c in HEADLINE), cost)
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(table)
+    if compared.get("champions"):
+        console.print(f"text champion: {compared['champions'][0]} (registry alias 'champion' of "
+                      f"slowfast-{compared['name']}; README 'Serving')", soft_wrap=False)
 
 
 def main(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:

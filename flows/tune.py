@@ -16,7 +16,7 @@ import sys
 if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
     from adapters.fork_server import start_early
 
-    start_early(sys.argv[1:])
+    start_early(sys.argv[1:], lambda params: bool(params.tune.methods))  # as main() decides
 
 import json
 import time

@@ -4,25 +4,29 @@ one unit per text entry x seed (components/text/protocol.py), and the comparison
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import tempfile
 import time
 from pathlib import Path
 
 from distributed.worker import print as say
 from prefect import task
+from mlflow.exceptions import MlflowException
 from prefect.cache_policies import NO_CACHE
 
 from adapters import mlflow_store as tracking
 from components.checkpoint import load_state, save_json, save_state
-from components.config import Params, load_params
+from components.config import Params, TextParams, load_params
 from components.progress import fingerprint, stage_code_digest
 from components.runtime import configure_torch
 from components.text.corpus import DEFAULT_WINDOWS, TextWindow, build_windows
 from components.text.learners import parse_entry
-from components.text.lm import LN2, pretrain_lm
+from components.text.lm import LN2, ByteLM, pretrain_lm
 from components.text.plots import bpb_by_position, bpb_heatmap
 from components.text.protocol import build_slow, run_text_unit, summarize_seeds
+from components.text.serving import COLUMNS, spec_of
 
 TIMINGS = ("score_ms_per_segment", "learn_ms_per_segment")
 HEADLINE = ["bpb_fast", "bpb_static", "gain", "final_bpb", "forgetting_bpb", "retention_bpb"]
@@ -143,11 +147,7 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
         ",".join([label] + [f"{v:.6f}" for v in row]) for label, row in zip(["pretrained", *names[1:]], result.matrix)) + "\n")
     (out / "by_position.csv").write_text("segment,fast,static\n" + "".join(
         f"{k},{f:.6f},{s:.6f}\n" for k, (f, s) in enumerate(zip(result.by_position, result.static_by_position))))
-    # Timings swing with the machine's load: MLflow and the run record keep them, not the DVC output.
     windows_done = [{k: v for k, v in w.items() if k not in TIMINGS} for w in result.windows]
-    save_json({"mlflow_run_id": run_id, "timings": [{"window": w["window"], **{k: w[k] for k in TIMINGS}}
-                                                    for w in result.windows]},
-              _run_record(root, params, entry, seed))
     record = {"method": entry, "seed": seed, "learner": config.learner, "stream_hash": content_hash,
               **result.metrics, "matrix": result.matrix.tolist(), "windows": windows_done,
               "by_position": result.by_position, "static_by_position": result.static_by_position}
@@ -155,9 +155,34 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
     tracking.log_metrics(run_id, result.metrics, step=len(windows) - 1)
     for name in ("bpb_matrix.csv", "by_position.csv"):
         tracking.log_artifact(run_id, out / name)
-    tracking.end_run(run_id)
-    # for the terminal table only (not a DVC output): the mean over windows of each timing
-    return record | {"ms_per_segment": {k: sum(w[k] for w in result.windows) / len(result.windows) for k in TIMINGS}}
+    # This run's facts (its timings swing with the machine's load; the model version is the
+    # registry's): the run record and MLflow keep them, never a DVC output.
+    facts: dict = {"mlflow_run_id": run_id, "timings": [{"window": w["window"], **{k: w[k] for k in TIMINGS}}
+                                                         for w in result.windows]}
+    if seed == t.seeds[0]:  # one registered model per entry, as for the classification methods
+        facts["model_version"] = _register(slow, run_id, entry, raw, seed, t, content_hash)  # ends the run
+    else:
+        tracking.end_run(run_id)
+    save_json(facts, _run_record(root, params, entry, seed))
+    return record | facts | {"ms_per_segment": {k: sum(w[k] for w in result.windows) / len(result.windows)
+                                                for k in TIMINGS}}
+
+
+def registered_text_model(t: TextParams) -> str:
+    """The registry's name for the text stream's entries (aliases `champion`, `challenger`)."""
+    return tracking.registered_model_name(t.name)
+
+
+def _register(slow: ByteLM, run_id: str, entry: str, raw: dict, seed: int, t: TextParams,
+              content_hash: str) -> str:
+    """The slow model as the stream left it, with the entry's fast learner: a registered
+    version that reads documents the way the held-out ones were read."""
+    with tempfile.TemporaryDirectory() as scratch:
+        state = Path(scratch) / "slow.pt"
+        save_state(slow.state_dict(), state)
+        return tracking.log_and_register_text_model(
+            run_id, state, spec_of(entry, raw, t.width, t.hidden, t.segment, seed), registered_text_model(t),
+            {"method": entry, "seed": str(seed), "stream_hash": content_hash}, COLUMNS)
 
 
 @task(name="compare-text", cache_policy=NO_CACHE)
@@ -183,15 +208,41 @@ def compare_text(params_path: str, root: str, records: list[dict], content_hash:
     bpb_by_position(curves, params.text.segment, figures / "bpb_by_position.png")
     for entry in order:
         bpb_heatmap(summaries[entry]["matrix_mean"], names, entry, figures / f"bpb_matrix_{entry}.png")
+    crowned = _crown(params.text, order, summaries, records)
     run_id = tracking.start_run(params.text.name, "comparison", tags={"phase": "compare", "best": order[0],
-                                                                       "stream_hash": content_hash})
+                                                                       "champion": crowned[0], "stream_hash": content_hash})
     tracking.log_text(run_id, table, "comparison.md")
     for figure in sorted(figures.iterdir()):
         tracking.log_artifact(run_id, figure, "figures")
     tracking.end_run(run_id)
     timings = {e: {k: sum(r["ms_per_segment"][k] for r in rs) / len(rs) for k in TIMINGS}
                for e in entries if (rs := [r for r in records if r["method"] == e and "ms_per_segment" in r])}
-    return {"order": order, "summaries": summaries, "table": table, "ms_per_segment": timings}
+    return {"name": params.text.name, "order": order, "champions": crowned, "summaries": summaries, "table": table,
+            "ms_per_segment": timings}
+
+
+def _crown(t: TextParams, order: list[str], summaries: dict, records: list[dict]) -> list[str]:
+    """Point `champion` at the registered version of the entry with the lowest mean bpb_fast,
+    `challenger` at the next; each version's description and tags carry its numbers."""
+    name = registered_text_model(t)
+    versions = {r["method"]: r["model_version"] for r in records if "model_version" in r}
+    crowned = [e for e in order if e in versions][:2]
+    c = tracking.client()
+    for alias, entry in zip(("champion", "challenger"), crowned):
+        mean, std = summaries[entry]["mean"], summaries[entry]["std"]
+        c.set_registered_model_alias(name, alias, versions[entry])
+        c.update_model_version(name, versions[entry], description=(
+            f"{entry} ({summaries[entry]['learner']}) on {t.name}: {alias} by bpb_fast, lowest first (seed "
+            f"{t.seeds[0]}'s model: the slow LM after the last consolidation, with the fast learner). Over seeds "
+            f"{summaries[entry]['seeds']}: " + ", ".join(f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in HEADLINE)
+            + ". Input: a `text` column, one document per row; output: bytes, bpb_static, bpb_fast, gain per "
+              "document (README 'Serving')."))
+        for k in HEADLINE:
+            c.set_model_version_tag(name, versions[entry], k, f"{mean[k]:.4f}")
+    if len(crowned) < 2:  # no stale challenger from an earlier comparison
+        with contextlib.suppress(MlflowException):
+            c.delete_registered_model_alias(name, "challenger")
+    return crowned
 
 
 def text_table(summaries: dict, order: list[str]) -> str:

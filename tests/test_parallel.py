@@ -256,3 +256,31 @@ def test_a_bad_params_file_leaves_the_fork_server_to_the_stage(tmp_path, monkeyp
     (tmp_path / "params.yaml").write_text("parallel: {workers: -3}\n")
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
     assert start_early(["--root", str(tmp_path)]) is False  # the stage then says what is wrong, in one line
+
+
+@pytest.mark.parametrize("argv, root, params", [
+    ([], None, "params.yaml"),
+    (["--root", "/r", "--params", "p.yaml"], "/r", "p.yaml"),
+    (["--params=p.yaml", "--root=/r", "--other", "x"], "/r", "p.yaml"),  # the stage's own options are left to it
+])
+def test_the_early_fork_server_reads_the_params_file_the_stage_will(argv, root, params):
+    from adapters.fork_server import _paths
+
+    paths = _paths(argv)
+    assert (paths.root, paths.params) == (root, params)
+
+
+def test_a_stage_with_no_units_to_run_starts_no_fork_server(tmp_path, monkeypatch):
+    """`text.methods: {}` or `tune.methods: []`: the server's imports would only take the
+    second core from the stage's own."""
+    import multiprocessing.forkserver
+
+    from adapters.fork_server import start_early
+
+    params = tiny_params()
+    params["parallel"] = {"workers": 2}
+    write_params(tmp_path, params)
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:1/api")
+    before = multiprocessing.forkserver._forkserver._forkserver_pid
+    assert start_early(["--root", str(tmp_path)], lambda p: bool(p.text.methods)) is False
+    assert multiprocessing.forkserver._forkserver._forkserver_pid == before

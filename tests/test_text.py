@@ -199,9 +199,10 @@ def _corpus(word: str) -> list[str]:
 
 
 def test_the_text_stage_compares_learners_in_bits_per_byte_through_prefect_and_mlflow(prefect_api_url, mlflow_store,
-                                                                                      tmp_path):
+                                                                                      tmp_path, monkeypatch):
     """Your own corpus (windows by folder under data/raw/), every learner x 2 seeds: per-unit
-    files, the table best (lowest) bpb_fast first, DVC metrics, figures, MLflow runs."""
+    files, the table best (lowest) bpb_fast first, DVC metrics, figures, MLflow runs, and the
+    registry's champion served."""
     import json
 
     from mlflow.tracking import MlflowClient
@@ -234,6 +235,29 @@ def test_the_text_stage_compares_learners_in_bits_per_byte_through_prefect_and_m
     assert sorted(r.info.run_name for r in runs) == sorted(
         ["comparison", *(f"{e}-seed{s}" for e in order for s in (0, 1))])
     assert all(r.info.status == "FINISHED" for r in runs)
+    # the registry: champion = lowest bpb_fast, challenger next, each the entry's seed-0 model
+    crowned = {a: client.get_model_version_by_alias("slowfast-tiny-text", a) for a in ("champion", "challenger")}
+    assert [crowned[a].tags["method"] for a in ("champion", "challenger")] == order[:2] == result["champions"]
+    assert crowned["champion"].tags["seed"] == "0" and "bpb_fast" in crowned["champion"].description
+    _the_champion_serves_documents_read_with_its_fast_learner(monkeypatch)
+
+
+def _the_champion_serves_documents_read_with_its_fast_learner(monkeypatch) -> None:
+    """Loaded from the registry with pickle refused: each document is read prequentially by
+    the entry's fast learner on the consolidated slow model, independently of the others."""
+    import mlflow
+    import pandas as pd
+
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
+    served = mlflow.pyfunc.load_model("models:/slowfast-tiny-text@champion")
+    document = _corpus("gamma")[3]
+    rows = served.predict(pd.DataFrame({"text": [document, "x", document]}))
+    assert list(rows.columns) == ["bytes", "bpb_static", "bpb_fast", "gain"] and len(rows) == 3
+    assert rows.iloc[0].tolist() == rows.iloc[2].tolist()  # a document's answer does not depend on the others
+    assert rows["bytes"].tolist() == [len(document), 1, len(document)]
+    assert rows.loc[0, "bpb_fast"] < rows.loc[0, "bpb_static"]  # it learned while reading the repetitive text
+    with pytest.raises(Exception, match="row 1: empty text"):
+        served.predict(pd.DataFrame({"text": [document, ""]}))
 
 
 def test_a_text_window_without_held_out_documents_is_one_line_and_writes_nothing(tmp_path):

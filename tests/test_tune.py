@@ -162,6 +162,10 @@ def test_a_killed_stage_on_a_cluster_resumes_its_study_without_repeating_trials_
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    deadline = time.monotonic() + 30  # its loopback `mlflow server`, in a session of its own, stops too
+    while _processes_naming(mlflow_store) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _processes_naming(mlflow_store), "the killed stage's mlflow server outlived it"
     before = {t.number: (t.params, t.value) for trials in _finished(killed).values() for t in trials if t.state in FINISHED}
     assert 2 <= len(before) < 4, "the kill must land mid-study"
 
@@ -176,6 +180,19 @@ def test_a_killed_stage_on_a_cluster_resumes_its_study_without_repeating_trials_
     assert (again["config"], again["value"]) == (reference_choice["config"], reference_choice["value"])
     second = _tune(killed, env).communicate(timeout=600)[0]
     assert "4 trial(s) finished earlier: kept" in second  # an unchanged search is not tuned again
+
+
+def _processes_naming(text: str) -> list[str]:
+    """Command lines of this machine's processes that contain `text`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if text in line:
+            found.append(line)
+    return found
 
 
 def test_studies_on_postgresql_with_two_workers_choose_the_same(reference_choice, prefect_api_url, mlflow_store,

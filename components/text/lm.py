@@ -29,19 +29,29 @@ class ByteLM(nn.Module):
         """Logits for the next byte at every position, and the recurrent state after them.
         `memory` (width x hidden), a fast linear map beside `out_proj`, is read with the
         recurrent output as its key (components/text/memory.py)."""
-        h, state = self.rnn(torch.tanh(self.in_proj(self.embed(tokens))), state)
+        h, state = self.recurrent(tokens, state)
+        return self.read(h, memory), state
+
+    def recurrent(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The GRU's outputs at every position (the memory's keys) and its state after them."""
+        return self.rnn(torch.tanh(self.in_proj(self.embed(tokens))), state)
+
+    def read(self, h: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.out_proj(h) if memory is None else self.out_proj(h) + h @ memory.T
-        return self.head(torch.tanh(pre)), state
+        return self.head(torch.tanh(pre))
+
+    def errors(self, h: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """At the input of the final tanh, the direction that lowers each next byte's loss
+        (-dCE/dpre, n x width) for the recurrent outputs `h` (n x hidden) of one sequence."""
+        z = torch.tanh(self.out_proj(h))
+        surprise = F.one_hot(targets, VOCAB).to(z.dtype) - torch.softmax(self.head(z), dim=-1)
+        return (surprise @ self.head.weight) * (1 - z * z)
 
     def keys_and_errors(self, tokens: torch.Tensor, targets: torch.Tensor,
                         state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """For one sequence: the recurrent outputs (keys, n x hidden) and, at the input of
-        the final tanh, the direction that lowers each next byte's loss (-dCE/dpre, n x width)."""
-        h, _ = self.rnn(torch.tanh(self.in_proj(self.embed(tokens.unsqueeze(0)))), state)
-        h = h.squeeze(0)
-        z = torch.tanh(self.out_proj(h))
-        surprise = F.one_hot(targets, VOCAB).to(z.dtype) - torch.softmax(self.head(z), dim=-1)
-        return h, (surprise @ self.head.weight) * (1 - z * z)
+        """For one sequence: the recurrent outputs (keys, n x hidden) and their `errors`."""
+        h = self.recurrent(tokens.unsqueeze(0), state)[0].squeeze(0)
+        return h, self.errors(h, targets)
 
 
 def as_tokens(data: bytes, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -4,7 +4,7 @@ written at test time, the slow weights frozen.
 The memory M (width x hidden) is a fast linear map beside the slow model's `out_proj`: the
 model reads `out_proj(h) + M h`, with the recurrent output h as the key. Its value for a key
 is the slow model's surprise there: `scale` x the direction at that layer that lowers the loss
-of the byte that came (`ByteLM.keys_and_errors`; a gradient is a small step, so the memory
+of the byte that came (`ByteLM.errors`; a gradient is a small step, so the memory
 recalls a scaled one). After each segment is scored, M takes one step
 on the associative recall loss 1/2 mean_t ||M k_t - v_t||^2 over the segment's positions:
 
@@ -40,14 +40,19 @@ def memory_step(memory: torch.Tensor, momentum_state: torch.Tensor, keys: torch.
 
 
 class _Reading(nn.Module):
-    """The slow model reading the memory (what scores the next segment)."""
+    """The slow model reading the memory (what scores the next segment). It keeps the GRU's
+    outputs of the segment it last scored: they are the keys of the write that follows, so
+    the write needs no second pass through the recurrence."""
 
     def __init__(self, slow: ByteLM, learner: "NeuralMemory") -> None:
         super().__init__()
         self.slow, self.learner = slow, learner
+        self.keys: torch.Tensor | None = None
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.slow(tokens, state, memory=self.learner.memory)
+        h, state = self.slow.recurrent(tokens, state)
+        self.keys = h.detach()
+        return self.slow.read(h, self.learner.memory), state
 
 
 class NeuralMemory(FastLearner):
@@ -76,8 +81,13 @@ class NeuralMemory(FastLearner):
 
     def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
               scored: torch.Tensor | None = None) -> None:
+        keys_scored = self._reading.keys  # this segment's keys: prequential scores a segment before it learns from it
+        if keys_scored is None or keys_scored.shape[:2] != (1, len(segment)):
+            raise RuntimeError("neural_memory learns only from the segment it has just scored")
+        self._reading.keys = None
         with torch.no_grad():
-            keys, values = self.slow.keys_and_errors(torch.cat([context, segment[:-1]]), segment, state)
+            keys = keys_scored.squeeze(0)
+            values = self.slow.errors(keys, segment)
             self.memory, self.momentum_state = memory_step(self.memory, self.momentum_state, keys, self.scale * values,
                                                            self.lr, self.momentum, self.forget)
 
