@@ -54,7 +54,7 @@ def start_early(argv: list[str], runs_units: Callable[[Params], bool] = lambda p
     from components.errors import SlowfastError
     from components.layout import REPO_ROOT
 
-    paths = _paths(argv)
+    paths = stage_paths(argv)
     try:
         params = load_params(Path(paths.root or REPO_ROOT) / paths.params)
     except SlowfastError:
@@ -78,7 +78,7 @@ def _pre_spawn_environ() -> dict[str, str]:
     return {k: os.environ.get(k, str(v)) for k, v in config.items() if v is not None}
 
 
-def _paths(argv: list[str]) -> argparse.Namespace:
+def stage_paths(argv: list[str]) -> argparse.Namespace:
     """--root and --params as the stage's command line (flows/_cli.py) takes them; the rest
     is the stage's to parse."""
     parser = argparse.ArgumentParser(add_help=False)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
+if __name__ == "__main__":  # the stage: nothing to run, or its workers' fork server imports their stack meanwhile
     from adapters.fork_server import start_early
+    from flows._empty import exit_if_nothing_to_run, no_text_stream
 
+    exit_if_nothing_to_run(sys.argv[1:], lambda params: not params.text.methods, no_text_stream)
     start_early(sys.argv[1:], lambda params: len(params.text.methods) * len(params.text.seeds) > 1)  # as main()
 
 from contextlib import ExitStack
@@ -24,14 +26,14 @@ from rich.table import Table
 
 from adapters import engine
 from adapters import mlflow_store as tracking
-from components.checkpoint import save_json
 from components.config import load_params
 from components.layout import Layout
 from components.runtime import pick_device
 from components.workspace import Workspace
 from flows._cli import REPO_ROOT
+from flows._empty import no_text_stream
 from components.text.learners import parse_entry
-from tasks.text import HEADLINE, compare_text, model_dir, pretrain_text, prepare_text, run_text, text_windows
+from tasks.text import HEADLINE, compare_text, pretrain_text, prepare_text, run_text, text_windows
 
 
 COST_ORDER = {"dynamic_eval": 0, "ttt_lora": 1, "neural_memory": 2, "static": 3}
@@ -40,15 +42,8 @@ COST_ORDER = {"dynamic_eval": 0, "ttt_lora": 1, "neural_memory": 2, "static": 3}
 @flow(name="slow-fast-text")
 def text_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_process: bool = True) -> dict:
     params = load_params(f"{root}/{params_path}")
-    out = Path(root) / "results" / "text"
     if not params.text.methods:  # DVC's outputs exist, empty
-        for name in ("compare.json", "manifest.json"):
-            save_json({}, out / name)
-        (out / "compare.md").write_text("No text stream: `text.methods` is empty in params.yaml.\n")
-        for folder in ("methods", "figures", "metrics"):
-            (out / folder).mkdir(parents=True, exist_ok=True)
-        model_dir(root).mkdir(parents=True, exist_ok=True)  # a model an earlier run pretrained stays
-        print("[text] text.methods is empty: no text stream", flush=True)
+        no_text_stream(Path(root))
         return {}
     made = prepare_text(params_path, root)
     pretrain_text(params_path, root, made["content_hash"])

@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import sys
 
-if __name__ == "__main__":  # the stage: its workers' fork server imports their stack meanwhile
+if __name__ == "__main__":  # the stage: nothing to run, or its workers' fork server imports their stack meanwhile
     from adapters.fork_server import start_early
+    from flows._empty import exit_if_nothing_to_run, nothing_to_tune
 
+    exit_if_nothing_to_run(sys.argv[1:], lambda params: not params.tune.methods, nothing_to_tune)
     start_early(sys.argv[1:], lambda params: bool(params.tune.methods))  # as main() decides
 
 import json
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 import dask
 from prefect import flow
@@ -32,6 +35,7 @@ from components.checkpoint import save_json
 from components.errors import ParamsError, SlowfastError
 from components.workspace import open_workspace
 from flows._cli import REPO_ROOT
+from flows._empty import nothing_to_tune
 from tasks.tune import (
     Study, ask, fail_interrupted, finished_trials, load, open_study, prepare_tuning, run_trial, storage_url, write_choices,
 )
@@ -91,9 +95,7 @@ def tune_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_p
     ws = open_workspace(params_path, root)
     p = ws.params
     if not p.tune.methods:
-        save_json({"objective": p.tune.objective, "methods": {}}, ws.layout.chosen_configs)
-        (ws.layout.tune_results / "trials").mkdir(parents=True, exist_ok=True)
-        print("[tune] tune.methods is empty: nothing to tune; every method runs with its params.yaml block", flush=True)
+        nothing_to_tune(Path(root), p)
         return {}
     tuning = prepare_tuning(params_path, root)
     studies = [open_study(params_path, root, entry, tuning) for entry in p.tune.methods]

@@ -264,9 +264,9 @@ def test_a_bad_params_file_leaves_the_fork_server_to_the_stage(tmp_path, monkeyp
     (["--params=p.yaml", "--root=/r", "--other", "x"], "/r", "p.yaml"),  # the stage's own options are left to it
 ])
 def test_the_early_fork_server_reads_the_params_file_the_stage_will(argv, root, params):
-    from adapters.fork_server import _paths
+    from adapters.fork_server import stage_paths
 
-    paths = _paths(argv)
+    paths = stage_paths(argv)
     assert (paths.root, paths.params) == (root, params)
 
 
