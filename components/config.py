@@ -347,19 +347,43 @@ class TuneParams(Strict):
         return url
 
 
+def _stays_under_raw(path: str) -> str:
+    if ".." in path.split("/"):
+        raise ValueError("must stay under data/raw/ (no '..')")
+    return path
+
+
+# A file pattern or path under data/raw/: relative, no '..', no characters a shell or a URL would read.
+RawGlob = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.*?\[\]-][A-Za-z0-9_.*?/\[\]-]*$",
+                               description="a pattern under data/raw/, e.g. text/notes/*.md (no '..', not absolute)"),
+                    AfterValidator(_stays_under_raw)]
+
+
 class TextWindowFiles(Strict):
     """One window of your own corpus: the files under data/raw/ that `glob` matches."""
 
     name: PlainName
-    glob: str = Field(pattern=r"^[A-Za-z0-9_.*?\[\]-][A-Za-z0-9_.*?/\[\]-]*$",
-                      description="a pattern under data/raw/, e.g. text/notes/*.md (no '..', not absolute)")
+    glob: RawGlob
 
-    @field_validator("glob")
-    @classmethod
-    def _inside(cls, pattern: str) -> str:
-        if ".." in pattern.split("/"):
-            raise ValueError("must stay under data/raw/ (no '..')")
-        return pattern
+
+class TextTable(Strict):
+    """Your own corpus as a table (parquet or CSV under data/raw/): one document per row,
+    windows by the values of `window_column` in sorted order (the first is window 0)."""
+
+    path: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-][A-Za-z0-9_./-]*\.(parquet|csv)$",
+                               description="a .parquet or .csv file under data/raw/, e.g. text/tickets.parquet"),
+                    AfterValidator(_stays_under_raw)]
+    text_column: str = Field("text", min_length=1, description="each row's document")
+    window_column: str = Field("window", min_length=1, description="which window a row belongs to")
+    name_column: str = Field("", description="each document's name (unique); empty: its row number")
+
+
+class TextFileOrder(Strict):
+    """Your own corpus cut by file order: the files `glob` matches, sorted by path, in
+    `windows` consecutive runs of (nearly) equal count, named part0, part1, ..."""
+
+    glob: RawGlob
+    windows: int = Field(ge=2, description="how many windows (window 0 pretrains)")
 
 
 class TextParams(Strict):
@@ -368,8 +392,11 @@ class TextParams(Strict):
 
     name: PlainName = Field("stdlib-text", description="results/text/ and the MLflow experiment")
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict, description="entry -> {learner, knobs}")
-    corpus: Literal["stdlib", "files"] = Field("stdlib", description="stdlib: the standard library's source and prose")
+    corpus: Literal["stdlib", "files", "file_order", "table"] = Field(
+        "stdlib", description="stdlib: the standard library's source and prose")
     windows: list[TextWindowFiles] = Field(default_factory=list, description="corpus files: windows, window 0 first")
+    table: TextTable | None = Field(None, description="corpus table: the file and its columns")
+    file_order: TextFileOrder | None = Field(None, description="corpus file_order: the files and how many windows")
     seeds: list[int] = Field([0], min_length=1)
     test_share: float = Field(0.2, gt=0, lt=1, description="share of each window's documents held out, by name")
     test_docs: int = Field(6, ge=1, description="held-out documents read per window")
@@ -388,6 +415,11 @@ class TextParams(Strict):
     def _windows_for_files(self) -> "TextParams":
         if self.corpus == "files" and len(self.windows) < 2:
             raise ValueError("corpus 'files' needs `windows:` with at least two entries (window 0 pretrains)")
+        if self.corpus == "file_order" and self.file_order is None:
+            raise ValueError("corpus 'file_order' needs `file_order: {glob: text/<folder>/*.txt, windows: 4}`")
+        if self.corpus == "table" and self.table is None:
+            raise ValueError("corpus 'table' needs `table: {path: text/<file>.parquet, text_column: ..., "
+                             "window_column: ...}`")
         for entry in self.methods:
             check_plain_name(entry)
         return self

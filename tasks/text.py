@@ -21,7 +21,9 @@ from components.checkpoint import load_state, save_json, save_state
 from components.config import Params, TextParams, load_params
 from components.progress import fingerprint, stage_code_digest
 from components.runtime import configure_torch
-from components.text.corpus import DEFAULT_WINDOWS, TextWindow, build_windows
+from components.text.corpus import (
+    DEFAULT_WINDOWS, TextWindow, build_windows, file_order_documents, split_windows, table_documents,
+)
 from components.text.learners import parse_entry
 from components.text.lm import LN2, ByteLM, pretrain_lm
 from components.text.plots import bpb_by_position, bpb_heatmap
@@ -52,11 +54,21 @@ def model_dir(root: str) -> Path:
 
 
 def text_windows(params: Params, root: str) -> list[TextWindow]:
+    """The text stream's windows: built in, your files by glob, or your table's rows."""
     t = params.text
-    specs = DEFAULT_WINDOWS if t.corpus == "stdlib" else tuple((w.name, w.glob) for w in t.windows)
-    base = None if t.corpus == "stdlib" else Path(root) / "data" / "raw"
-    return build_windows(specs, base, test_share=t.test_share, seed=params.seed, min_bytes=t.segment,
-                         max_test_docs=t.test_docs, max_doc_bytes=t.doc_bytes)
+    cut = {"test_share": t.test_share, "seed": params.seed, "min_bytes": t.segment, "max_test_docs": t.test_docs,
+           "max_doc_bytes": t.doc_bytes}
+    raw = Path(root) / "data" / "raw"
+    if t.corpus == "table":
+        table = t.table
+        return split_windows(table_documents(raw / table.path, table.text_column, table.window_column,
+                                             table.name_column, inside=raw), **cut)
+    if t.corpus == "file_order":
+        return split_windows(file_order_documents(t.file_order.glob, t.file_order.windows, raw), **cut,
+                             locate=lambda where, document: str(raw / document.name))
+    if t.corpus == "files":
+        return build_windows(tuple((w.name, w.glob) for w in t.windows), raw, **cut)
+    return build_windows(DEFAULT_WINDOWS, None, **cut)
 
 
 def manifest(windows: list[TextWindow], name: str) -> dict:

@@ -405,3 +405,123 @@ def test_a_stage_with_nothing_to_run_still_writes_every_output_dvc_expects(stage
     paths = [next(iter(o)) if isinstance(o, dict) else o for o in outs]
     missing = [p for p in paths if not (tmp_path / p).exists()]
     assert paths and not missing, missing
+
+def _tickets(weeks=("2024-02", "2024-01", "2024-03"), per_week=8) -> dict[str, list]:
+    rows: dict[str, list] = {"id": [], "week": [], "body": []}
+    for week in weeks:
+        for i in range(per_week):
+            rows["id"].append(f"t{week}-{i}")
+            rows["week"].append(week)
+            rows["body"].append(f"ticket {i} of week {week}: " + "the printer jams again " * 6)
+    return rows
+
+
+def _table_project(root, rows: dict, name: str = "tickets.parquet", **table) -> None:
+    import polars as pl
+
+    from tests.conftest import tiny_params, write_params
+
+    path = root / "data" / "raw" / "text" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = pl.DataFrame(rows)
+    frame.write_parquet(path) if name.endswith(".parquet") else frame.write_csv(path)
+    params = tiny_params()
+    params["text"] = {"corpus": "table", "segment": 32, "test_share": 0.3, "methods": {"static": {}}, "table": {
+        "path": f"text/{name}", "text_column": "body", "window_column": "week", "name_column": "id", **table}}
+    write_params(root, params)
+
+
+def _windows(root):
+    from components.config import load_params
+    from tasks.text import text_windows
+
+    return text_windows(load_params(root / "params.yaml"), str(root))
+
+
+@pytest.mark.parametrize("name", ["tickets.parquet", "tickets.csv"])
+def test_your_table_is_a_text_stream_with_a_window_per_value_of_a_column(tmp_path, name):
+    """One document per row, windows in the sorted order of `window_column`'s values, held
+    out by the documents' names: the rows' order changes nothing."""
+    rows = _tickets()
+    _table_project(tmp_path, rows, name)
+    windows = _windows(tmp_path)
+    assert [w.name for w in windows] == ["2024-01", "2024-02", "2024-03"]
+    assert all(d.name.startswith(f"{w.name}/t{w.name}-") for w in windows for d in w.train + w.test)
+    assert sum(len(w.train) + len(w.test) for w in windows) == 24 and all(w.test and w.train for w in windows)
+    assert windows[0].test[0].data.decode().startswith("ticket")
+    shuffled = {k: v[::-1] for k, v in rows.items()}
+    _table_project(tmp_path / "shuffled", shuffled, name)
+    assert [[d.name for d in w.test] for w in _windows(tmp_path / "shuffled")] == [[d.name for d in w.test]
+                                                                                   for w in windows]
+
+
+@pytest.mark.parametrize("change, table, expected", [
+    (lambda r: r.pop("body"), {}, r"tickets\.parquet: no column 'body' \(text\.table\.text_column\); columns: \['id', 'week'\]"),
+    (lambda r: r["body"].__setitem__(3, None), {}, r"column 'body' is empty in 1 row\(s\), the first row 3"),
+    (lambda r: r["body"].__setitem__(0, ""), {}, r"\(week = 2024-02\): 2024-02/t2024-02-0: 0 bytes, shorter than one segment"),
+    (lambda r: r["id"].__setitem__(1, r["id"][0]), {}, r"column 'id' names 't2024-02-0' more than once"),
+    (lambda r: r.__setitem__("body", list(range(24))), {}, r"column 'body' holds Int64, expected text"),
+    (lambda r: r["week"].__setitem__(5, "../up"), {}, r"column 'week' holds '\.\./up', not a plain window name"),
+    (lambda r: r.__setitem__("week", ["2024-01"] * 24), {}, r"column 'week' has 1 value\(s\); need at least two windows"),
+    (lambda r: None, {"path": "text/missing.parquet"}, r"missing\.parquet: not found \(text\.table\.path\)"),
+], ids=["no-column", "null-text", "empty-text", "duplicate-name", "not-text", "bad-window", "one-window", "no-file"])
+def test_a_bad_table_corpus_is_one_line_naming_file_and_column(tmp_path, change, table, expected):
+    from components.errors import StreamError
+
+    rows = _tickets()
+    change(rows)
+    _table_project(tmp_path, rows, **table)
+    with pytest.raises(StreamError, match=expected):
+        _windows(tmp_path)
+
+
+def test_a_table_corpus_that_links_outside_data_raw_is_refused_unread(tmp_path):
+    from components.errors import StreamError
+
+    _table_project(tmp_path / "elsewhere", _tickets())
+    _table_project(tmp_path, _tickets(), "link.parquet")
+    link = tmp_path / "data" / "raw" / "text" / "link.parquet"
+    link.unlink()
+    link.symlink_to(tmp_path / "elsewhere" / "data" / "raw" / "text" / "tickets.parquet")
+    with pytest.raises(StreamError, match="leads outside"):
+        _windows(tmp_path)
+
+
+def test_a_bad_table_corpus_stops_the_stage_in_one_line_with_nothing_written(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    rows = _tickets()
+    rows["body"][3] = None
+    _table_project(tmp_path, rows)
+    done = subprocess.run([sys.executable, "-m", "flows.text", "--root", str(tmp_path)], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env=os.environ | {"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "tickets.parquet: column 'body' is empty in 1 row(s), the first row 3" in done.stderr
+    assert not (tmp_path / "results").exists() and not (tmp_path / "models").exists()
+
+
+def test_your_files_cut_into_windows_by_their_order(tmp_path):
+    """`corpus: file_order`: the files sorted by path, in consecutive runs of nearly equal count."""
+    from components.errors import StreamError
+    from tests.conftest import tiny_params, write_params
+
+    folder = tmp_path / "data" / "raw" / "text" / "log"
+    folder.mkdir(parents=True)
+    for day in range(29):
+        (folder / f"day{day:02d}.txt").write_text(f"day {day}: " + "the service restarted " * 8)
+    params = tiny_params()
+    params["text"] = {"corpus": "file_order", "file_order": {"glob": "text/log/*.txt", "windows": 3}, "segment": 32,
+                      "test_share": 0.3, "methods": {"static": {}}}
+    write_params(tmp_path, params)
+    windows = _windows(tmp_path)
+    assert [w.name for w in windows] == ["part0", "part1", "part2"]
+    days = [sorted(d.name for d in w.train + w.test) for w in windows]
+    assert days == [[f"text/log/day{d:02d}.txt" for d in range(a, b)] for a, b in ((0, 9), (9, 19), (19, 29))]
+    params["text"]["file_order"]["windows"] = 30
+    write_params(tmp_path, params)
+    with pytest.raises(StreamError, match=r"log/\*\.txt: 29 file\(s\) for 30 windows \(text\.file_order\.windows\)"):
+        _windows(tmp_path)
