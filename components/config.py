@@ -463,6 +463,15 @@ class Params(Strict):
         return self
 
     @model_validator(mode="after")
+    def _text_has_its_own_name(self) -> "Params":
+        taken = {self.stream.name: "stream.name", f"{self.stream.name}-live": "the live loop's",
+                 f"{self.stream.name}-tuning": "the tuning runs'"}
+        if self.text.name in taken:
+            raise ValueError(f"text.name: {self.text.name!r} is {taken[self.text.name]} MLflow experiment and "
+                             "registered model name too; give the text stream a name of its own")
+        return self
+
+    @model_validator(mode="after")
     def _untrained_needs_a_checkpoint(self) -> "Params":
         if self.pretrain.epochs == 0 and not self.model.checkpoint:
             raise ValueError("pretrain.epochs: 0 keeps the slow model as model.checkpoint holds it; set model.checkpoint")

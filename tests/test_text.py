@@ -525,3 +525,18 @@ def test_your_files_cut_into_windows_by_their_order(tmp_path):
     write_params(tmp_path, params)
     with pytest.raises(StreamError, match=r"log/\*\.txt: 29 file\(s\) for 30 windows \(text\.file_order\.windows\)"):
         _windows(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", ["", "-live", "-tuning"])
+def test_the_text_stream_cannot_share_a_name_with_the_classification_stream(tmp_path, suffix):
+    """Both name an MLflow experiment and a registered model: the comparison of one would
+    crown a version of the other."""
+    from components.config import load_params
+    from components.errors import ParamsError
+    from tests.conftest import tiny_params, write_params
+
+    params = tiny_params()
+    params["text"] = {"name": params["stream"]["name"] + suffix}
+    write_params(tmp_path, params)
+    with pytest.raises(ParamsError, match="text.name: .* give the text stream a name of its own"):
+        load_params(tmp_path / "params.yaml")
