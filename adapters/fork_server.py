@@ -17,6 +17,7 @@ Light on purpose (no torch, Prefect, Dask or MLflow here): it runs before the st
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -50,13 +51,10 @@ def start_early(argv: list[str], runs_units: Callable[[Params], bool] = lambda p
     it: its imports would take the second core from the stage's own."""
     if not os.environ.get("PREFECT_API_URL"):
         return False  # the stage starts a temporary server first; the workers need its URL at import
-    from components.config import load_params
     from components.errors import SlowfastError
-    from components.layout import REPO_ROOT
 
-    paths = stage_paths(argv)
     try:
-        params = load_params(Path(paths.root or REPO_ROOT) / paths.params)
+        params = stage_params(tuple(argv))
     except SlowfastError:
         return False
     if params.parallel.scheduler or params.parallel.workers <= 0 or not runs_units(params):
@@ -76,6 +74,17 @@ def _pre_spawn_environ() -> dict[str, str]:
 
     config = dask.config.get("distributed.nanny.pre-spawn-environ", default={}) or {}
     return {k: os.environ.get(k, str(v)) for k, v in config.items() if v is not None}
+
+
+@functools.cache
+def stage_params(argv: tuple[str, ...]) -> Params:
+    """The stage's params (`argv`: its arguments), loaded once for the checks made before its
+    imports (`start_early`, flows/_empty.exit_if_nothing_to_run); a bad file raises each time."""
+    from components.config import load_params
+    from components.layout import REPO_ROOT
+
+    paths = stage_paths(list(argv))
+    return load_params(Path(paths.root or REPO_ROOT) / paths.params)
 
 
 def stage_paths(argv: list[str]) -> argparse.Namespace:

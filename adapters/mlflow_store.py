@@ -474,6 +474,22 @@ def _registered(log: Callable[[], Any], registered_name: str, tags: Mapping[str,
     return version
 
 
+def crown_versions(name: str, crowned: list[tuple[str, str, str, Mapping[str, str]]]) -> None:
+    """Point each alias at its version of registered model `name` (`crowned`: alias,
+    version, description, tags; champion first), with the version's description and tags
+    (the registry's list shows tags: the numbers at a glance). With fewer than two, an
+    earlier comparison's `challenger` is removed rather than left stale."""
+    c = client()
+    for alias, version, description, tags in crowned:
+        c.set_registered_model_alias(name, alias, version)
+        c.update_model_version(name, version, description=description)
+        for key, value in tags.items():
+            c.set_model_version_tag(name, version, key, value)
+    if len(crowned) < 2:
+        with contextlib.suppress(MlflowException):
+            c.delete_registered_model_alias(name, "challenger")
+
+
 def find_model_version(name: str, tags: Mapping[str, str]) -> str | None:
     """The newest version of registered model `name` carrying all of `tags`, or None."""
     try:

@@ -1,4 +1,6 @@
-"""Checkpoints written atomically and read back without unpickling arbitrary objects."""
+"""Checkpoints written atomically and read back without unpickling arbitrary objects.
+torch is imported where a tensor file is written or read, so that writing JSON stays light
+(flows/_empty.py writes a stage's empty outputs before torch is imported)."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from components.errors import CheckpointError
 
@@ -27,12 +27,16 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def save_state(state: dict[str, Any], path: Path | str) -> None:
+    import torch
+
     _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path | str) -> dict[str, Any]:
     """The tensors and plain values saved at `path`; a missing, empty, truncated or foreign
     file is one line naming it (a checkpoint is never unpickled as arbitrary objects)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found{_HINTS.get(path.name, '')}")

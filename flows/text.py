@@ -12,7 +12,7 @@ if __name__ == "__main__":  # the stage: nothing to run, or its workers' fork se
     from adapters.fork_server import start_early
     from flows._empty import exit_if_nothing_to_run, no_text_stream
 
-    exit_if_nothing_to_run(sys.argv[1:], lambda params: not params.text.methods, no_text_stream)
+    exit_if_nothing_to_run(sys.argv[1:], lambda params: not params.text.methods, lambda root, _: no_text_stream(root))
     start_early(sys.argv[1:], lambda params: len(params.text.methods) * len(params.text.seeds) > 1)  # as main()
 
 from contextlib import ExitStack

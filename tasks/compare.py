@@ -4,7 +4,6 @@ and publish the comparison to MLflow (a `comparison` run) and Prefect (artifacts
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -134,18 +133,12 @@ def compare(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dic
     plots = _write_plot_data(layout, summaries, order)
 
     name = tracking.registered_model_name(params.stream.name)
-    c = tracking.client()
     try:
-        for alias, method in zip(("champion", "challenger"), crowned):
-            version = _model_version(layout, name, summaries[method])
-            c.set_registered_model_alias(name, alias, version)
-            c.update_model_version(name, version, description=_version_description(
-                method, summaries[method], metric, alias, params.stream.name))
-            for column in HEADLINE:  # the registry's version list shows tags: the numbers at a glance
-                c.set_model_version_tag(name, version, column, f"{summaries[method]['mean'][column]:.4f}")
-        if len(crowned) < 2:  # one deployable method: no challenger, not a stale one from an earlier comparison
-            with contextlib.suppress(MlflowException):
-                c.delete_registered_model_alias(name, "challenger")
+        tracking.crown_versions(name, [
+            (alias, _model_version(layout, name, summaries[method]),
+             _version_description(method, summaries[method], metric, alias, params.stream.name),
+             {column: f"{summaries[method]['mean'][column]:.4f}" for column in HEADLINE})
+            for alias, method in zip(("champion", "challenger"), crowned)])
     except MlflowException as error:
         raise SlowfastError(
             f"MLflow store {tracking.tracking_uri()}: cannot set aliases on '{name}' ({error.message.splitlines()[0]}); "

@@ -4,7 +4,6 @@ one unit per text entry x seed (components/text/protocol.py), and the comparison
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import tempfile
@@ -13,7 +12,6 @@ from pathlib import Path
 
 from distributed.worker import print as say
 from prefect import task
-from mlflow.exceptions import MlflowException
 from prefect.cache_policies import NO_CACHE
 
 from adapters import mlflow_store as tracking
@@ -239,22 +237,20 @@ def _crown(t: TextParams, order: list[str], summaries: dict, records: list[dict]
     name = registered_text_model(t)
     versions = {r["method"]: r["model_version"] for r in records if "model_version" in r}
     crowned = [e for e in order if e in versions][:2]
-    c = tracking.client()
-    for alias, entry in zip(("champion", "challenger"), crowned):
-        mean, std = summaries[entry]["mean"], summaries[entry]["std"]
-        c.set_registered_model_alias(name, alias, versions[entry])
-        c.update_model_version(name, versions[entry], description=(
-            f"{entry} ({summaries[entry]['learner']}) on {t.name}: {alias} by bpb_fast, lowest first (seed "
-            f"{t.seeds[0]}'s model: the slow LM after the last consolidation, with the fast learner). Over seeds "
-            f"{summaries[entry]['seeds']}: " + ", ".join(f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in HEADLINE)
-            + ". Input: a `text` column, one document per row; output: bytes, bpb_static, bpb_fast, gain per "
-              "document (README 'Serving')."))
-        for k in HEADLINE:
-            c.set_model_version_tag(name, versions[entry], k, f"{mean[k]:.4f}")
-    if len(crowned) < 2:  # no stale challenger from an earlier comparison
-        with contextlib.suppress(MlflowException):
-            c.delete_registered_model_alias(name, "challenger")
+    tracking.crown_versions(name, [
+        (alias, versions[entry], _text_version_description(t, entry, alias, summaries[entry]),
+         {k: f"{summaries[entry]['mean'][k]:.4f}" for k in HEADLINE})
+        for alias, entry in zip(("champion", "challenger"), crowned)])
     return crowned
+
+
+def _text_version_description(t: TextParams, entry: str, alias: str, summary: dict) -> str:
+    mean, std = summary["mean"], summary["std"]
+    return (f"{entry} ({summary['learner']}) on {t.name}: {alias} by bpb_fast, lowest first (seed {t.seeds[0]}'s "
+            f"model: the slow LM after the last consolidation, with the fast learner). Over seeds {summary['seeds']}: "
+            + ", ".join(f"{k} {mean[k]:.3f} ± {std[k]:.3f}" for k in HEADLINE)
+            + ". Input: a `text` column, one document per row; output: bytes, bpb_static, bpb_fast, gain per "
+              "document (README 'Serving').")
 
 
 def text_table(summaries: dict, order: list[str]) -> str:

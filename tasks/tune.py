@@ -299,14 +299,14 @@ def _figures(study: optuna.Study, entry: str, out: Path) -> list[Path]:
     from optuna.visualization import matplotlib as optuna_plots
 
     made = []
-    figures = [("history", optuna_plots.plot_optimization_history)]
+    figures: list[tuple[str, Any, dict]] = [("history", optuna_plots.plot_optimization_history, {})]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) > 1:
-        figures.append(("importance", optuna_plots.plot_param_importances))
-    for kind, plot in figures:
         # fANOVA fits a random forest: seeded, so that a rerun draws the same PNG (a DVC output)
-        axes = plot(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)) if kind == "importance" \
-            else plot(study)
+        figures.append(("importance", optuna_plots.plot_param_importances,
+                        {"evaluator": optuna.importance.FanovaImportanceEvaluator(seed=0)}))
+    for kind, plot, options in figures:
+        axes = plot(study, **options)
         axes.set_title(f"{entry}: {kind}")
         path = out / f"{entry}_{kind}.png"
         axes.figure.savefig(path, dpi=90, bbox_inches="tight")

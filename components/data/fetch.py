@@ -227,6 +227,9 @@ def fetch_acs(dest: Path, pip_args: tuple[str, ...] = ()) -> str:
     return f"acs-employment: {rows} rows from {origin} into {dest}"
 
 
+FETCHED_SOURCES = ("fashion-mnist", "acs-employment")  # the sources that read files from data/external/
+
+
 def fetch_for_stream(source: str, external: Path) -> str:
     """Fetch what `stream.source` reads from data/external/ and say where it came from, in one
     line. The folder always holds SOURCE.json (the stage's output exists for every source)."""

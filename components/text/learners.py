@@ -31,6 +31,8 @@ class DynamicEvalConfig(_Config):
     decay: float = Field(0.01, ge=0, le=1, description="share of the way back to the slow weights after each step")
     steps: int = Field(2, ge=1)
     reset: Literal["window", "document"] = "window"
+    backprop: Literal["step", "segment"] = Field("step", description="through the segment's recurrence, or one "
+                                                 "step of it from the scoring pass's states (components/text/fast.py)")
 
 
 class TTTLoraConfig(_Config):
@@ -68,7 +70,8 @@ def parse_entry(entry: str, raw: dict[str, Any], source: str = "params.yaml") ->
 
 def make_learner(config: TextConfig, slow: nn.Module, seed: int) -> FastLearner:
     if isinstance(config, DynamicEvalConfig):
-        return DynamicEval(slow, lr=config.lr, decay=config.decay, steps=config.steps, reset=config.reset)
+        return DynamicEval(slow, lr=config.lr, decay=config.decay, steps=config.steps, reset=config.reset,
+                           backprop=config.backprop)
     if isinstance(config, TTTLoraConfig):
         return TTTLora(slow, lr=config.lr, rank=config.rank, alpha=config.alpha, steps=config.steps, reset=config.reset,
                        target_modules=tuple(config.target_modules), seed=seed)
@@ -86,8 +89,10 @@ def consolidate(slow: nn.Module, learner: FastLearner, share: float) -> None:
         held = learner.fast.merge_and_unload().state_dict()  # the slow weights with the adapter merged in
     elif isinstance(learner, NeuralMemory):
         held = slow.state_dict() | {"out_proj.weight": learner.merged_out_proj()}  # the memory merged into out_proj
+    elif isinstance(learner, DynamicEval):
+        held = learner.fast.state_dict()  # its fast weights (`model` may be a recording wrapper around them)
     else:
-        held = learner.model.state_dict()
+        raise TypeError(f"consolidate: no rule for learner {type(learner).__name__}")
     with torch.no_grad():
         for name, weight in slow.state_dict().items():
             weight.add_(share * (held[name] - weight))

@@ -36,6 +36,20 @@ class ByteLM(nn.Module):
         """The GRU's outputs at every position (the memory's keys) and its state after them."""
         return self.rnn(torch.tanh(self.in_proj(self.embed(tokens))), state)
 
+    def one_step(self, tokens: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """The GRU's output at every position from the given state before it (n x hidden):
+        one step of the recurrence each, batched over positions, so a gradient through it
+        stops at the previous state (`dynamic_eval`'s `backprop: step`). With the states the
+        recurrence passed through, it equals `recurrent`'s outputs. The GRU cell's equations
+        (torch.nn.GRU's documentation) written out: its fused kernel runs one step at a time."""
+        rnn = self.rnn
+        reset_i, update_i, new_i = F.linear(torch.tanh(self.in_proj(self.embed(tokens))),
+                                            rnn.weight_ih_l0, rnn.bias_ih_l0).chunk(3, dim=-1)
+        reset_h, update_h, new_h = F.linear(previous, rnn.weight_hh_l0, rnn.bias_hh_l0).chunk(3, dim=-1)
+        reset, update = torch.sigmoid(reset_i + reset_h), torch.sigmoid(update_i + update_h)
+        new = torch.tanh(new_i + reset * new_h)
+        return (1 - update) * new + update * previous
+
     def read(self, h: torch.Tensor, memory: torch.Tensor | None = None) -> torch.Tensor:
         pre = self.out_proj(h) if memory is None else self.out_proj(h) + h @ memory.T
         return self.head(torch.tanh(pre))
