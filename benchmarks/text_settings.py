@@ -17,17 +17,11 @@ import argparse
 import itertools
 import json
 import time
-from pathlib import Path
-
-import torch
-
-from components.text.corpus import Document, build_windows
+from benchmarks.text_ttt import RESULTS, SEGMENT, pretrained_stream
+from components.text.corpus import Document
 from components.text.fast import bits_per_byte, prequential
 from components.text.learners import make_learner, parse_entry
-from components.text.lm import ByteLM, pretrain_lm
-
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-SEGMENT = 128
+from components.text.lm import ByteLM
 
 
 def score(slow: ByteLM, learner: str, knobs: dict, windows: list[list[Document]]) -> dict:
@@ -53,12 +47,7 @@ def main() -> None:
     parser.add_argument("--doc-bytes", type=int, default=4096, help="bytes read of each (default 4096)")
     args = parser.parse_args()
     fixed, grid = json.loads(args.fixed), json.loads(args.grid)
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    windows = build_windows(max_test_docs=args.docs, max_doc_bytes=args.doc_bytes)
-    slow = ByteLM()
-    pretrain_lm(slow, windows[0].train_bytes, args.steps, generator=torch.Generator().manual_seed(0))
-    slow.eval()
+    windows, slow, _ = pretrained_stream(args.steps, args.docs, args.doc_bytes)
     reading = [[Document(d.name, d.data[: args.doc_bytes]) for d in w.train[: args.docs]] for w in windows[1:]]
     static = score(slow, "static", {}, reading)
     print(f"static: {static['bpb']:.4f} bpb on windows 1-{len(windows) - 1}'s training documents "

@@ -40,18 +40,26 @@ LEARNERS = {
 }
 
 
+def pretrained_stream(steps: int, docs: int, doc_bytes: int) -> tuple[list, ByteLM, list[float]]:
+    """The built-in text stream (`docs` held-out documents of up to `doc_bytes` per window)
+    and the byte LM pretrained `steps` Adam steps on window 0: seed 0, 1 thread, as every
+    text benchmark reads it."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    windows = build_windows(max_test_docs=docs, max_doc_bytes=doc_bytes)
+    slow = ByteLM()
+    losses = pretrain_lm(slow, windows[0].train_bytes, steps, generator=torch.Generator().manual_seed(0))
+    return windows, slow.eval(), losses
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.text_ttt", description=__doc__)
     parser.add_argument("--steps", type=int, default=600, help="pretraining steps (default 600)")
     parser.add_argument("--docs", type=int, default=6, help="held-out documents per window (default 6)")
     parser.add_argument("--doc-bytes", type=int, default=4096, help="bytes read of each held-out document")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    torch.manual_seed(0)
-    windows = build_windows(max_test_docs=args.docs, max_doc_bytes=args.doc_bytes)
-    slow = ByteLM()
     began = time.perf_counter()
-    losses = pretrain_lm(slow, windows[0].train_bytes, args.steps, generator=torch.Generator().manual_seed(0))
+    windows, slow, losses = pretrained_stream(args.steps, args.docs, args.doc_bytes)
     pretrain_seconds = time.perf_counter() - began
     params = sum(p.numel() for p in slow.parameters())
     print(f"slow model: byte GRU LM, {params:,} parameters; pretrained {args.steps} steps on window 0 "
