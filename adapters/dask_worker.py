@@ -19,6 +19,19 @@ import components.methods  # noqa: F401  (the method registry)
 import tasks.stream  # noqa: F401
 from flows._cli import quiet_libraries
 
+# What a process's first model registration (tasks/stream.py close_method_run) loads: torch's
+# exporter (imported on first use) and MLflow's map of installed packages, built by scanning
+# every installed distribution to check the model's pinned requirements. Done here, once per
+# fork server, instead of once per worker (1-2 s of the first registered unit on each).
+import mlflow.pytorch  # noqa: F401, E402
+import torch.export._trace  # noqa: F401, E402
+import torch.export.pt2_archive._package  # noqa: F401, E402
+from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches  # noqa: E402
+
+from adapters import mlflow_store as tracking  # noqa: E402
+
+warn_dependency_requirement_mismatches([tracking.TORCH_REQUIREMENT])
+
 # The process that imported this stack: the fork server the local cluster's workers fork
 # from (adapters/fork_server.py), not each worker (tests/test_parallel.py checks it).
 IMPORTED_BY = os.getpid()

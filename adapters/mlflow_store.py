@@ -44,6 +44,7 @@ class TrackingUnavailable(SlowfastError):
     """The tracking store stayed unreachable through every retry."""
 
 MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+TORCH_REQUIREMENT = f"torch=={torch.__version__.split('+')[0]}"  # pinned in every logged model
 SERIALIZATION_FORMAT = "pt2"  # registered models: torch.export archives, loadable without pickle
 # MLflow calls made by this process, their time (of which logging + registering models), retries
 CALLS = {"count": 0, "seconds": 0.0, "model_seconds": 0.0, "retries": 0}
@@ -414,13 +415,19 @@ def log_and_register_model(
                 # payload). Pinned rather than left to MLflow's default, which has changed.
                 serialization_format=SERIALIZATION_FORMAT,
                 # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                pip_requirements=[TORCH_REQUIREMENT],
                 code_paths=[str(REPO_ROOT / "components")],
                 registered_model_name=registered_name,
+                tags=dict(tags),  # on the logged model and, in the same call, on the new version
                 metadata={"class_names": list(class_names), "output": "class probabilities, column i = class_names[i]"},
+                # MLflow's check that the input example serves loads the model back (0.19 s a
+                # registration, a third of it); its only outcome is a warning, which this quiet
+                # block would swallow. The registered models are served for real in
+                # tests/test_e2e.py.
+                validate_serving_input=False,
             )
 
-    return _registered(log, registered_name, tags)
+    return _registered(log)
 
 
 def log_and_register_text_model(
@@ -449,29 +456,26 @@ def log_and_register_text_model(
                     name="model", python_model=str(Path(__file__).with_name("text_model.py")),
                     artifacts={"slow": str(slow_state), "spec": str(spec_path)}, signature=signature,
                     # pinned: requirement inference would import the model in a subprocess (slow)
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                    pip_requirements=[TORCH_REQUIREMENT,
                                       *(f"{p}=={metadata.version(p)}" for p in ("mlflow", "peft", "pandas"))],
                     code_paths=[str(REPO_ROOT / "components")], registered_model_name=registered_name,
-                    metadata={"input": "a `text` column, one document per row",
+                    tags=dict(tags), metadata={"input": "a `text` column, one document per row",
                               "output": "bytes, bpb_static, bpb_fast, gain per document (bits per byte: lower is better)"},
                 )
 
-    return _registered(log, registered_name, tags)
+    return _registered(log)
 
 
-def _registered(log: Callable[[], Any], registered_name: str, tags: Mapping[str, str]) -> str:
-    """Run `log` (a log_model that registers) with retries, count it, tag the version."""
+def _registered(log: Callable[[], Any]) -> str:
+    """Run `log` (a log_model that registers a tagged version) with retries and count it;
+    returns the new version."""
     start = time.perf_counter()
     info = with_retries(log, "log_model")  # retried as a whole: a version left by a failed try is never aliased
     seconds = time.perf_counter() - start
     CALLS["count"] += 1
     CALLS["seconds"] += seconds
     CALLS["model_seconds"] += seconds
-    version = str(info.registered_model_version)
-    c = client()
-    for key, value in tags.items():
-        c.set_model_version_tag(registered_name, version, key, value)
-    return version
+    return str(info.registered_model_version)
 
 
 def crown_versions(name: str, crowned: list[tuple[str, str, str, Mapping[str, str]]]) -> None:

@@ -25,7 +25,7 @@ def run_unit(root: str, entry: str, seed: int) -> dict:
     from components.runtime import window_seed
     from components.workspace import open_workspace
 
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     ws = open_workspace("params.yaml", root)
     e = ws.params.evaluation
     rows = [evaluate_windows(load_method(ws, entry, seed=seed).predictor(), ws.stream)]
@@ -39,7 +39,8 @@ def run_unit(root: str, entry: str, seed: int) -> dict:
         evaluator.end_window(method.predictor())
         state, step = method.state_dict(), evaluator.step
         rows.append(result.accuracies)
-    return {"entry": entry, "seed": seed, "seconds": time.perf_counter() - start, "matrix": rows}
+    return {"entry": entry, "seed": seed, "seconds": time.perf_counter() - start, "matrix": rows,
+            "started": started, "ended": time.time()}
 
 
 def main() -> None:

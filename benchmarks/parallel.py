@@ -2,16 +2,19 @@
 was (every unit in one process, 2 torch threads) and a bare script doing the same units on
 the same number of worker processes (benchmarks/bare_units.py). All in one run, one machine.
 
-    python -m benchmarks.parallel [--methods finetune replay lwf lora] [--seeds 0 1 2] [--windows 200]
+    python -m benchmarks.parallel [--methods finetune replay lwf lora | all] [--seeds 0 1 2] [--windows 200]
 
 1. Sweep: a copy of the repository with the default stream and model, `--methods` x
    `--seeds` units, prepared and pretrained once. The stream stage (`python -m flows.stream`,
    process start-up and cluster included; the Prefect server and the loopback MLflow server
    are started beforehand, as ./run.sh does) runs from scratch under: the old way (workers
-   0, threads 2), a local cluster of 1 and of 2 workers (1 thread each), and a `dask
-   scheduler` + 2 `dask worker` processes; then once more with nothing to run (the stage's
-   own cost: imports, flow, summaries); then the bare script on 2 processes. Printed:
-   wall, units' work (training + evaluation), MLflow seconds, calls and retries per unit,
+   0, threads 2), a local cluster of 1 and of 2 workers (1 thread each), a `dask
+   scheduler` + 2 `dask worker` processes, and the local 2-worker cluster again (the process
+   cluster is compared with the mean of the runs around it); each then once more with
+   nothing to run (the stage's own cost: imports, flow, summaries); then the bare script on
+   2 processes. Printed: wall, where it went (before the first unit started, while units
+   ran and how busy the workers were, after the last ended), units' work (training +
+   evaluation), MLflow seconds, calls and retries per unit,
    the fixed cost per unit three ways ((wall x workers - work - MLflow) / units; the same
    less the stage's own cost; inside the worker: unit seconds - work - MLflow), the
    ratios, and whether every configuration gave the same numbers. A process's wall time
@@ -74,7 +77,7 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     prepared = copy_repository(base / "prepared")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["seeds"], params["threads"] = seeds, 1
-    params["methods"] = {m: params["methods"][m] for m in methods}
+    params["methods"] = {m: params["methods"][m] for m in (params["methods"] if methods == ["all"] else methods)}
     params["tune"]["methods"] = [m for m in params["tune"]["methods"] if m in methods]
     write_params(prepared, params)
     for stage in ("prepare", "pretrain"):
@@ -96,11 +99,22 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
         root = _fresh(prepared, base / "process_cluster", params | {"parallel": {"scheduler": address}})
         out["configs"][name], numbers[name] = _stage(root, env, 2)
         print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
+    # the local cluster once more, right after: the two are compared by the mean of the runs
+    # around the process cluster's, so a drift of this machine's speed does not pass for a gap
+    name = "local cluster, 2 workers, again"
+    root = _fresh(prepared, base / "local_again", params | {"parallel": {"workers": 2}})
+    out["configs"][name], numbers[name] = _stage(root, env, 2)
+    print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
     root = _fresh(prepared, base / "bare", params)
+    began = time.time()
     wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
     bare = json.loads(done.stdout.strip().splitlines()[-1])
-    out["bare, 2 processes"] = {"wall": wall, "work": sum(u["seconds"] for u in bare["units"])}
-    print(f"{'bare script, 2 processes':34s} wall {wall:6.1f} s  work {out['bare, 2 processes']['work']:6.1f} s", flush=True)
+    units = [{"unit_started": u["started"], "unit_ended": u["ended"]} for u in bare["units"]]
+    out["bare, 2 processes"] = {"wall": wall, "work": sum(u["seconds"] for u in bare["units"])} | _timeline(began, wall, units, 2)
+    b = out["bare, 2 processes"]
+    print(f"{'bare script, 2 processes':34s} wall {wall:6.1f} s  work {b['work']:6.1f} s  before the first unit "
+          f"{b['before_first_unit']:4.1f} s, units {b['units_span']:5.1f} s (workers busy {b['workers_busy']:.0%}), "
+          f"after the last {b['after_last_unit']:4.1f} s", flush=True)
     one_thread = [n for n in numbers if not n.startswith("before")]
     out["identical_across_clusters"] = all(numbers[n] == numbers[one_thread[0]] for n in one_thread)
     stage = base / "local_cluster_2_workers" / "results" / "methods"
@@ -112,10 +126,12 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
         "before / local 2 workers (wall)": c["before: 1 process, 2 threads"]["wall"] / c["local cluster, 2 workers"]["wall"],
         "local 2 workers / bare 2 processes (wall)": c["local cluster, 2 workers"]["wall"] / wall,
         "throughput 2 workers / 1 worker": c["local cluster, 1 worker"]["wall"] / c["local cluster, 2 workers"]["wall"],
-        "throughput processes / local, 2 workers": c["local cluster, 2 workers"]["wall"] / c["scheduler + 2 worker processes"]["wall"],
+        "throughput processes / local, 2 workers (mean of the runs before and after)":
+            (c["local cluster, 2 workers"]["wall"] + c["local cluster, 2 workers, again"]["wall"]) / 2
+            / c["scheduler + 2 worker processes"]["wall"],
     }
     for what, ratio in out["ratios"].items():
-        print(f"  {what:46s} {ratio:5.2f}")
+        print(f"  {what:78s} {ratio:5.2f}")
     print(f"  same numbers on every 1-thread configuration: {out['identical_across_clusters']}; "
           f"bare script's matrices equal the stage's: {out['bare_matches_stage']}")
     return out
@@ -126,11 +142,21 @@ def _stage(root: Path, env: dict, workers: int) -> tuple[dict, dict[str, str]]:
     once more with nothing to run: what the stage costs before and after its units
     (start-up, cluster, servers, summaries), so the per-unit figure leaves it out."""
     with mlflow_server(root, env) as served:
+        began = time.time()
         wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
         numbers = _numbers(root)
         records = _records(root)
         empty, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
-    return _summary(wall, empty, records, workers), numbers
+    return _summary(wall, empty, records, workers) | _timeline(began, wall, records, workers), numbers
+
+
+def _timeline(began: float, wall: float, records: list[dict], workers: int) -> dict:
+    """Where the stage's wall time went: before its first unit started (imports, flow,
+    cluster), while units ran (and how busy the workers were), after the last one ended
+    (summaries, shutdown)."""
+    first, last = min(r["unit_started"] for r in records), max(r["unit_ended"] for r in records)
+    return {"before_first_unit": first - began, "units_span": last - first, "after_last_unit": began + wall - last,
+            "workers_busy": sum(r["unit_ended"] - r["unit_started"] for r in records) / (workers * (last - first))}
 
 
 def _summary(wall: float, empty: float, records: list[dict], workers: int) -> dict:
@@ -149,7 +175,9 @@ def _line(s: dict) -> str:
     return (f"wall {s['wall']:6.1f} s (stage alone {s['stage_fixed']:4.1f} s)  work {s['work']:6.1f} s  "
             f"MLflow {s['mlflow']:5.1f} s ({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries)  "
             f"fixed per unit: {s['fixed_per_unit']:.2f} s overall, {s['fixed_per_unit_beyond_stage']:.2f} s beyond "
-            f"the stage's own, {s['fixed_per_unit_in_worker']:.2f} s in the worker")
+            f"the stage's own, {s['fixed_per_unit_in_worker']:.2f} s in the worker\n{'':34s} "
+            f"before the first unit {s['before_first_unit']:4.1f} s, units {s['units_span']:5.1f} s "
+            f"(workers busy {s['workers_busy']:.0%}), after the last {s['after_last_unit']:4.1f} s")
 
 
 def under_load(base: Path, env: dict, methods: list[str]) -> dict:
@@ -206,7 +234,8 @@ def many_windows(base: Path, env: dict, windows: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--methods", nargs="+", default=["finetune", "replay", "lwf", "lora"])
+    parser.add_argument("--methods", nargs="+", default=["finetune", "replay", "lwf", "lora"],
+                        help="entries under methods: in params.yaml; `all`: every one (the default pipeline's sweep)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--windows", type=int, default=200)
     parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "load", "windows"])
@@ -217,9 +246,10 @@ def main() -> None:
         with prefect_server(base / "prefect") as env:
             env = {k: v for k, v in env.items() if k != "MLFLOW_TRACKING_URI"}
             if "sweep" not in args.skip:
-                results["sweep"] = sweep(base, env, args.methods, args.seeds)
+                # the default pipeline's sweep is kept beside the quicker 4-method one
+                results["sweep_all_methods" if args.methods == ["all"] else "sweep"] = sweep(base, env, args.methods, args.seeds)
             if "load" not in args.skip:
-                results["load"] = under_load(base, env, args.methods[:3])
+                results["load"] = under_load(base, env, ["finetune", "replay", "lwf"] if args.methods == ["all"] else args.methods[:3])
             if "windows" not in args.skip:
                 results["windows"] = many_windows(base, env, args.windows)
     finally:
@@ -227,7 +257,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "parallel.json"
     earlier = json.loads(path.read_text()) if path.is_file() else {}
-    kept = {part: earlier[part] for part in args.skip if part in earlier}  # skipped parts keep their last numbers
+    kept = {part: value for part, value in earlier.items() if part not in results}  # parts not run keep their last numbers
     path.write_text(json.dumps(kept | results, indent=2))
 
 

@@ -26,7 +26,8 @@ RUN_TOTALS = ("fast_state_bytes", "peak_memory_mb", "samples_per_second")
 TIMINGS = ("seconds_per_window", "samples_per_second", "peak_memory_mb")
 # What one unit cost (tasks/stream.py run_unit): in the run records, for benchmarks and the report.
 UNIT_COSTS = ("unit_seconds", "work_seconds", "mlflow_calls", "mlflow_seconds", "mlflow_model_seconds", "mlflow_retries")
-RUN_FACTS = ("mlflow_run_id", "model_version", *TIMINGS, *UNIT_COSTS)
+UNIT_CLOCK = ("unit_started", "unit_ended")  # epoch seconds: when the unit ran (benchmarks/parallel.py)
+RUN_FACTS = ("mlflow_run_id", "model_version", *TIMINGS, *UNIT_COSTS, *UNIT_CLOCK)
 
 
 def split_facts(record: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

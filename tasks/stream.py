@@ -142,7 +142,7 @@ def run_unit(unit: Unit, flow_id: str, register: bool, tracking_uri: str = "") -
     processes); a worker on another machine is handed it here rather than by environment."""
     if tracking_uri:
         tracking.use_store(tracking_uri)
-    start, calls = time.perf_counter(), dict(tracking.CALLS)
+    start, started, calls = time.perf_counter(), time.time(), dict(tracking.CALLS)
     work = [0.0]
     try:
         record, trained = _run_unit(unit, flow_id, register, work)
@@ -157,6 +157,7 @@ def run_unit(unit: Unit, flow_id: str, register: bool, tracking_uri: str = "") -
         "mlflow_calls": tracking.CALLS["count"] - calls["count"], "mlflow_seconds": tracking.CALLS["seconds"] - calls["seconds"],
         "mlflow_model_seconds": tracking.CALLS["model_seconds"] - calls["model_seconds"],
         "mlflow_retries": tracking.CALLS["retries"] - calls["retries"],
+        "unit_started": started, "unit_ended": time.time(),
     }
     record |= costs
     _save_seed_record(_open(unit), unit, record)
@@ -173,7 +174,7 @@ def _run_unit(unit: Unit, flow_id: str, register: bool, work: list[float]) -> tu
         flushed = time.monotonic()
         for k in range(len(windows) + 1, opened.num_windows):
             windows.append(absorb(unit, k, opened.run_id, windows[-1].end_step if windows else 0, work))
-            if time.monotonic() - flushed >= FLUSH_SECONDS or k == opened.num_windows - 1:
+            if time.monotonic() - flushed >= FLUSH_SECONDS and k < opened.num_windows - 1:  # the rest go with the summary
                 log_unlogged(unit, opened.run_id)
                 flushed = time.monotonic()
         return close_method_run(unit, opened, windows, register), True
@@ -296,17 +297,18 @@ def log_unlogged(unit: Unit, parent_run_id: str) -> None:
     _log_windows(ws, unit, parent_run_id, progress.unlogged(), progress)
 
 
-def _log_windows(ws: Workspace, unit: Unit, parent_run_id: str, records: list[WindowRecord], progress: Progress) -> None:
-    """Windows' scalars, continual points and loss curves on the seed's run in one batched
-    call (one per 1,000 values), then the records are marked logged (one write of
-    progress.json). Windows shorter than FLUSH_SECONDS share a call: on a 200-window stream
-    of tiny windows one call per window cost more than the training."""
-    if not records:
-        return
-    points = []
+def _log_windows(ws: Workspace, unit: Unit, parent_run_id: str, records: list[WindowRecord], progress: Progress,
+                 also: list[tuple[int, dict[str, float]]] | None = None) -> None:
+    """Windows' scalars, continual points and loss curves (and `also`: (step, metrics)) on the
+    seed's run in one batched call (one per 1,000 values), then the records are marked logged
+    (one write of progress.json). Windows shorter than FLUSH_SECONDS share a call: on a
+    200-window stream of tiny windows one call per window cost more than the training."""
+    points = list(also or [])
     for record in records:
         earlier = [w for w in progress.windows if w.window < record.window]
         points += window_points(record, earlier, ws.stream.num_windows)
+    if not points:
+        return
     tracking.log_points(parent_run_id, points)
     for record in records:
         record.logged = True
@@ -320,7 +322,12 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
     entry, seed, layout, manifest = unit.entry, unit.seed, ws.layout, ws.stream.manifest
     result = seed_result(opened.baseline, windows, ws.params.evaluation.gap_tolerance)
     out = _write_seed_files(ws, unit, result)
-    tracking.log_metrics(opened.run_id, result.metrics, step=len(windows))
+    directory = layout.seed_state(entry, seed)
+    progress = load_progress(directory)
+    if progress is None or progress.run_id != opened.run_id:
+        raise RuntimeError(f"{directory}: no progress of run {opened.run_id}")
+    # the windows not sent yet and the summary, in one call
+    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress, also=[(len(windows), result.metrics)])
     for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
         tracking.log_artifact(opened.run_id, out / name)
 
@@ -338,11 +345,8 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
     else:
         tracking.end_run(opened.run_id)
     _save_seed_record(ws, unit, record)
-    directory = layout.seed_state(entry, seed)
-    progress = load_progress(directory)
-    if progress is not None and progress.run_id == opened.run_id:
-        progress.complete, progress.record = True, record
-        save_progress(directory, progress)
+    progress.complete, progress.record = True, record
+    save_progress(directory, progress)
     return record
 
 
