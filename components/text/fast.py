@@ -19,8 +19,9 @@ from __future__ import annotations
 import copy
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -63,21 +64,31 @@ class Static(FastLearner):
         return self.slow
 
 
-class _Recording(nn.Module):
-    """A byte LM as it scores, keeping the state before each position of the segment it last
-    scored (detached): what `backprop: step` learns from, with no second pass through the
-    recurrence."""
+class ScoringPass(nn.Module):
+    """A byte LM that keeps what its scoring pass computed on the segment it last scored: the
+    GRU's outputs and the state it started from (detached). The learner's update that
+    follows reads them (`take`) instead of a second pass through the recurrence: the memory's
+    keys (`neural_memory`), the states before each byte (`dynamic_eval`, `backprop: step`).
+    `read` turns the GRU's outputs into logits (the LM's head, or one that reads a memory)."""
 
-    def __init__(self, model: ByteLM) -> None:
+    def __init__(self, lm: ByteLM, read: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
-        self.model = model
-        self.previous: torch.Tensor | None = None
+        self.lm, self._read = lm, read
+        self._kept: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
     def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        h, after = self.model.recurrent(tokens, state)
-        start = h.new_zeros(1, 1, h.shape[-1]) if state is None else state.transpose(0, 1)
-        self.previous = torch.cat([start, h[:, :-1]], dim=1).detach().squeeze(0)
-        return self.model.read(h), after
+        h, after = self.lm.recurrent(tokens, state)
+        self._kept = (h.detach(), None if state is None else state.detach())
+        return self._read(h), after
+
+    def take(self, length: int, learner: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the GRU's outputs, length x hidden; the state before the segment) of the segment
+        just scored, handed over once: a learner learns only from the segment it has just
+        scored, and one of another `length` is refused."""
+        kept, self._kept = self._kept, None
+        if kept is None or kept[0].shape[:2] != (1, length):
+            raise RuntimeError(f"{learner} learns only from the segment it has just scored")
+        return kept[0].squeeze(0), kept[1]
 
 
 class DynamicEval(FastLearner):
@@ -88,19 +99,19 @@ class DynamicEval(FastLearner):
     name = "dynamic_eval"
 
     def __init__(self, slow: nn.Module, lr: float = 0.01, decay: float = 0.01, steps: int = 1,
-                 reset: str = "window", backprop: str = "step") -> None:
+                 reset: str = "window", backprop: Literal["segment", "step"] = "step") -> None:
         super().__init__(slow)
-        if backprop not in ("segment", "step"):
+        if backprop not in ("segment", "step"):  # params.yaml is checked by its config; this class is public too
             raise ValueError(f"backprop must be 'segment' or 'step', not {backprop!r}")
-        self.lr, self.decay, self.steps, self.reset, self.backprop = lr, decay, steps, reset, backprop
+        self.lr, self.decay, self.steps, self.reset = lr, decay, steps, reset
         self.reuses_scoring = backprop == "segment"
         self.fast = copy.deepcopy(slow)
         self._anchor = [p.detach().clone() for p in slow.parameters()]
-        self._recording = _Recording(self.fast) if backprop == "step" else None
+        self._scoring = ScoringPass(self.fast, self.fast.read) if backprop == "step" else None
 
     @property
     def model(self) -> nn.Module:
-        return self._recording if self._recording is not None else self.fast
+        return self._scoring if self._scoring is not None else self.fast
 
     def begin_document(self) -> None:
         if self.reset == "document":
@@ -111,10 +122,10 @@ class DynamicEval(FastLearner):
     def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
               scored: torch.Tensor | None = None) -> None:
         previous = None
-        if self._recording is not None:
-            previous, self._recording.previous = self._recording.previous, None
-            if previous is None or len(previous) != len(segment):
-                raise RuntimeError("dynamic_eval (backprop: step) learns only from the segment it has just scored")
+        if self._scoring is not None:  # the state before each byte: the one before the segment, then the outputs
+            h, before = self._scoring.take(len(segment), "dynamic_eval (backprop: step)")
+            start = h.new_zeros(1, h.shape[-1]) if before is None else before.reshape(1, -1)
+            previous = torch.cat([start, h[:-1]])
         inputs = torch.cat([context, segment[:-1]])
         for step in range(self.steps):
             if previous is not None:

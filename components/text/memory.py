@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from components.text.fast import FastLearner
+from components.text.fast import FastLearner, ScoringPass
 from components.text.lm import ByteLM
 
 
@@ -37,22 +37,6 @@ def memory_step(memory: torch.Tensor, momentum_state: torch.Tensor, keys: torch.
     energy = (keys * keys).sum(dim=1).mean().clamp_min(1e-12)
     momentum_state = momentum * momentum_state - (lr / energy) * gradient
     return (1 - forget) * memory + momentum_state, momentum_state
-
-
-class _Reading(nn.Module):
-    """The slow model reading the memory (what scores the next segment). It keeps the GRU's
-    outputs of the segment it last scored: they are the keys of the write that follows, so
-    the write needs no second pass through the recurrence."""
-
-    def __init__(self, slow: ByteLM, learner: "NeuralMemory") -> None:
-        super().__init__()
-        self.slow, self.learner = slow, learner
-        self.keys: torch.Tensor | None = None
-
-    def forward(self, tokens: torch.Tensor, state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        h, state = self.slow.recurrent(tokens, state)
-        self.keys = h.detach()
-        return self.slow.read(h, self.learner.memory), state
 
 
 class NeuralMemory(FastLearner):
@@ -68,11 +52,12 @@ class NeuralMemory(FastLearner):
         weight = slow.out_proj.weight
         self.memory = torch.zeros_like(weight)
         self.momentum_state = torch.zeros_like(weight)
-        self._reading = _Reading(slow, self)
+        # the slow model reading the memory; the GRU's outputs it keeps are the write's keys
+        self._scoring = ScoringPass(slow, lambda h: slow.read(h, self.memory))
 
     @property
     def model(self) -> nn.Module:
-        return self._reading
+        return self._scoring
 
     def begin_document(self) -> None:
         if self.reset == "document":
@@ -81,12 +66,8 @@ class NeuralMemory(FastLearner):
 
     def learn(self, context: torch.Tensor, segment: torch.Tensor, state: torch.Tensor | None,
               scored: torch.Tensor | None = None) -> None:
-        keys_scored = self._reading.keys  # this segment's keys: prequential scores a segment before it learns from it
-        if keys_scored is None or keys_scored.shape[:2] != (1, len(segment)):
-            raise RuntimeError("neural_memory learns only from the segment it has just scored")
-        self._reading.keys = None
+        keys, _ = self._scoring.take(len(segment), "neural_memory")
         with torch.no_grad():
-            keys = keys_scored.squeeze(0)
             values = self.slow.errors(keys, segment)
             self.memory, self.momentum_state = memory_step(self.memory, self.momentum_state, keys, self.scale * values,
                                                            self.lr, self.momentum, self.forget)
