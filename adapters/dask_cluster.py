@@ -33,6 +33,7 @@ from components.errors import ParamsError
 from components.layout import REPO_ROOT
 
 WORKER_MODULE = fork_server.WORKER_MODULE
+SCHEDULER_MODULE = "adapters.dask_scheduler"  # what a separate scheduler process unpickles, imported at its start
 DASK_CONFIG = Path(__file__).resolve().parent / "dask_config"  # workers' settings (slowfast.yaml)
 
 
@@ -120,7 +121,8 @@ def process_cluster(workers: int, log_dir: Path, env: dict[str, str] | None = No
     address = f"tcp://127.0.0.1:{port}"
     full_env = os.environ | {"PYTHONPATH": str(REPO_ROOT), "DASK_CONFIG": str(DASK_CONFIG)} | (env or {})
     dask = str(Path(sys.executable).parent / "dask")
-    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"]]
+    commands = [[dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                 "--preload", SCHEDULER_MODULE]]
     commands += [[dask, "worker", address, "--nworkers", "1", "--nthreads", "1", "--no-dashboard",
                   "--preload", WORKER_MODULE, "--name", str(k), "--memory-limit", "0"] for k in range(workers)]
     processes: list[subprocess.Popen] = []

@@ -119,6 +119,10 @@ def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_p
 
     env = {"PREFECT_API_URL": prefect_api_url}
     with process_cluster(2, tmp_path / "logs", env=env) as address:
+        from distributed import Client
+
+        with Client(address, timeout=30) as client:  # the scheduler unpickles units: their modules are loaded at its start
+            assert client.run_on_scheduler(lambda: {"tasks.stream", "tasks.tune", "tasks.text"} <= set(sys.modules))
         root = _copy(prepared, tmp_path / "root", scheduler=address)
         running = stage(root, prefect_api_url, wait=False)
         deadline = time.monotonic() + 300
