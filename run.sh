@@ -36,6 +36,16 @@ if [ -n "${wait_prefect:-}" ]; then
   python scripts/wait_for_url.py "$PREFECT_API_URL/health" 60 || { echo "error: Prefect server did not start; see .slowfast/prefect-server.log" >&2; exit 1; }
 fi
 
+if [ -z "${SLOWFAST_PIPELINE_CLUSTER:-}" ]; then
+  # One Dask cluster for every stage that runs units (tune, stream, text): its workers import
+  # their stack while the first stages run, once per pipeline (adapters/pipeline_cluster.py).
+  state="$PWD/.slowfast/dask-cluster.json"
+  echo '{"state": "starting"}' > "$state"
+  setsid python -m adapters.pipeline_cluster_server "$state" "$(free_port)" $$ > .slowfast/dask-cluster.log 2>&1 &
+  pids+=($!)
+  export SLOWFAST_PIPELINE_CLUSTER="$state"
+fi
+
 export SLOWFAST_MAIN_JOB=1
 # DVC's nine-line git hint folds into one line (the table below stays on screen); stderr and
 # the exit status (pipefail) are DVC's own.

@@ -68,23 +68,26 @@ def task_runner(parallel: ParallelParams, device: torch.device, env: dict[str, s
     they report to); workers of a running scheduler are started by the user with theirs."""
     if parallel.scheduler:
         return DaskTaskRunner(address=parallel.scheduler)
-    workers = local_worker_count(parallel, device)
+    return DaskTaskRunner(cluster_class="distributed.LocalCluster",
+                          cluster_kwargs=local_cluster_kwargs(parallel, device, env))
+
+
+def local_cluster_kwargs(parallel: ParallelParams, device: torch.device, env: dict[str, str]) -> dict[str, Any]:
+    """`distributed.LocalCluster`'s arguments for a stage's units (a stage's own cluster, or
+    the pipeline's: adapters/pipeline_cluster.py). Sets the fork server's imports first."""
     fork_server.preload_stack()  # workers fork from a server that imported their stack once
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": workers,
-            "threads_per_worker": parallel.threads_per_worker,
-            "processes": True,
-            "dashboard_address": None,
-            "silence_logs": logging.ERROR,
-            "preload": [WORKER_MODULE],
-            "env": env,
-            # a unit holds a stream and a model or two, far below this; the nanny's
-            # memory-pressure restarts would only kill long units on a small machine
-            "memory_limit": 0,
-        },
-    )
+    return {
+        "n_workers": local_worker_count(parallel, device),
+        "threads_per_worker": parallel.threads_per_worker,
+        "processes": True,
+        "dashboard_address": None,
+        "silence_logs": logging.ERROR,
+        "preload": [WORKER_MODULE],
+        "env": env,
+        # a unit holds a stream and a model or two, far below this; the nanny's
+        # memory-pressure restarts would only kill long units on a small machine
+        "memory_limit": 0,
+    }
 
 
 def scheduler_is_local(address: str) -> bool:

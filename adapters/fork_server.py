@@ -25,6 +25,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adapters import pipeline_cluster  # light: the environment variable ./run.sh sets
+
 if TYPE_CHECKING:
     from components.config import Params
 
@@ -51,6 +53,8 @@ def start_early(argv: list[str], runs_units: Callable[[Params], bool] = lambda p
     it: its imports would take the second core from the stage's own."""
     if not os.environ.get("PREFECT_API_URL"):
         return False  # the stage starts a temporary server first; the workers need its URL at import
+    if os.environ.get(pipeline_cluster.ENV):
+        return False  # ./run.sh's cluster runs the units (adapters/pipeline_cluster.py), its workers warm
     from components.errors import SlowfastError
 
     try:

@@ -30,6 +30,7 @@ Writes benchmarks/results/parallel.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -105,6 +106,12 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     root = _fresh(prepared, base / "local_again", params | {"parallel": {"workers": 2}})
     out["configs"][name], numbers[name] = _stage(root, env, 2)
     print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
+    # ./run.sh's way: the pipeline's cluster, started before the stage (in ./run.sh while
+    # fetch, prepare and pretrain run) and warm when the stage submits its units
+    name = "pipeline cluster (./run.sh), 2 workers"
+    root = _fresh(prepared, base / "pipeline_cluster", params | {"parallel": {"workers": 2}})
+    out["configs"][name], numbers[name] = _stage(root, env, 2, pipeline_cluster=True)
+    print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
     root = _fresh(prepared, base / "bare", params)
     began = time.time()
     wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
@@ -125,6 +132,7 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     out["ratios"] = {
         "before / local 2 workers (wall)": c["before: 1 process, 2 threads"]["wall"] / c["local cluster, 2 workers"]["wall"],
         "local 2 workers / bare 2 processes (wall)": c["local cluster, 2 workers"]["wall"] / wall,
+        "pipeline cluster 2 workers / bare 2 processes (wall)": c["pipeline cluster (./run.sh), 2 workers"]["wall"] / wall,
         "throughput 2 workers / 1 worker": c["local cluster, 1 worker"]["wall"] / c["local cluster, 2 workers"]["wall"],
         "throughput processes / local, 2 workers (mean of the runs before and after)":
             (c["local cluster, 2 workers"]["wall"] + c["local cluster, 2 workers, again"]["wall"]) / 2
@@ -137,17 +145,34 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     return out
 
 
-def _stage(root: Path, env: dict, workers: int) -> tuple[dict, dict[str, str]]:
+def _stage(root: Path, env: dict, workers: int, pipeline_cluster: bool = False) -> tuple[dict, dict[str, str]]:
     """The stream stage from scratch with the MLflow server ./run.sh would have started, then
     once more with nothing to run: what the stage costs before and after its units
-    (start-up, cluster, servers, summaries), so the per-unit figure leaves it out."""
-    with mlflow_server(root, env) as served:
+    (start-up, cluster, servers, summaries), so the per-unit figure leaves it out.
+    `pipeline_cluster`: on ./run.sh's cluster, started and warm beforehand (its start-up is
+    reported apart: ./run.sh overlaps it with the stages before)."""
+    from adapters import pipeline_cluster as shared
+    from adapters.pipeline_cluster_server import running
+
+    with contextlib.ExitStack() as stack:
+        served = stack.enter_context(mlflow_server(root, env))
+        warmup = 0.0
+        if pipeline_cluster:
+            began = time.perf_counter()
+            state = root / ".slowfast" / "dask-cluster.json"
+            state.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(running(state, root / "params.yaml", served, workers, cwd=root))
+            served = served | {shared.ENV: str(state)}
+            warmup = time.perf_counter() - began
         began = time.time()
-        wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
+        wall, done = timed_run([sys.executable, "-m", "flows.stream"], root, served)
+        if "of its own" in done.stdout:
+            raise RuntimeError(f"the stage did not use the pipeline's cluster: {done.stdout[-500:]}")
         numbers = _numbers(root)
         records = _records(root)
         empty, _ = timed_run([sys.executable, "-m", "flows.stream"], root, served)
-    return _summary(wall, empty, records, workers) | _timeline(began, wall, records, workers), numbers
+    return (_summary(wall, empty, records, workers) | _timeline(began, wall, records, workers)
+            | ({"cluster_startup_outside": warmup} if pipeline_cluster else {})), numbers
 
 
 def _timeline(began: float, wall: float, records: list[dict], workers: int) -> dict:

@@ -8,13 +8,16 @@ import json
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from components.errors import CheckpointError
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write: Callable[[str], Any]) -> None:
+    """`write(tmp)` fills a temporary file beside `path`, which then replaces `path` at once:
+    a reader (or a run resumed after a kill) sees the old file or the new one, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)
@@ -29,7 +32,7 @@ def _atomic_write(path: Path, write) -> None:
 def save_state(state: dict[str, Any], path: Path | str) -> None:
     import torch
 
-    _atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
 
 
 def load_state(path: Path | str) -> dict[str, Any]:
@@ -60,4 +63,4 @@ def save_json(payload: Any, path: Path | str, sort_keys: bool = True) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(json.dumps(payload, indent=2, sort_keys=sort_keys) + "\n")
 
-    _atomic_write(Path(path), write)
+    atomic_write(Path(path), write)

@@ -1,12 +1,17 @@
 """Where a method's run over the stream stands, on disk, so a killed run resumes.
 
-One `progress.json` per method and seed beside its per-window checkpoints. It is rewritten
-atomically after each step, in this order for window k:
+Per method and seed, beside its per-window checkpoints: `progress.json` (the run, its
+baseline, how many windows' metrics reached the store) and `windows.jsonl` (one line per
+finished window, appended). For window k, in this order:
 
 1. the method's state after window k (`window-000k.pt`), written atomically;
-2. the window's record (accuracies, timings, continual points) with `logged: false`;
-3. the window's metrics sent to the tracking store;
-4. `logged: true`.
+2. the window's record (accuracies, timings, continual points) appended to windows.jsonl;
+3. the window's metrics sent to the tracking store (several windows at once, tasks/stream.py);
+4. progress.json's `logged_windows` moved past it (rewritten atomically).
+
+Records are appended, not rewritten with every window: rewriting them all made a
+200-window unit spend two thirds of its time serializing JSON (benchmarks/parallel.py).
+A line cut short by a kill mid-write is dropped on reading (that window runs again).
 
 A run killed anywhere resumes at the first window without a record; a record that was
 never marked logged is logged by the run that resumes (into its own tracking run), so
@@ -19,14 +24,14 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from components.checkpoint import save_json
+from components.checkpoint import atomic_write, save_json
 from components.layout import REPO_ROOT
 
 # The code that computes a unit's numbers; flows/ (wiring) and adapters/ (tracking) do not,
@@ -34,6 +39,7 @@ from components.layout import REPO_ROOT
 COMPUTING_CODE = ("components/", "tasks/")
 
 PROGRESS_FILE = "progress.json"
+WINDOWS_FILE = "windows.jsonl"
 
 
 def fingerprint(*parts: Any) -> str:
@@ -113,6 +119,12 @@ class Progress:
     resumed_from: list[str] = field(default_factory=list)  # tracking runs this one took over from
     record: dict[str, Any] | None = None  # the seed's summary, once complete
     flow_id: str = ""  # the flow over all seeds this run belongs to (flow markers below)
+    # What is on disk already (set by load and save; a Progress built in code has nothing
+    # there): the first `stored_windows` records, ending at byte `stored_bytes` of
+    # windows.jsonl, and progress.json's text.
+    stored_windows: int = field(default=0, init=False, repr=False, compare=False)
+    stored_bytes: int = field(default=0, init=False, repr=False, compare=False)
+    stored_header: str = field(default="", init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.windows = [w if isinstance(w, WindowRecord) else WindowRecord.from_dict(w) for w in self.windows]
@@ -138,11 +150,79 @@ def load_progress(directory: Path) -> Progress | None:
     path = progress_path(directory)
     if not path.is_file():
         return None
-    return Progress(**json.loads(path.read_text()))
+    text = path.read_text()
+    header = json.loads(text)
+    if "windows" in header:  # written before windows.jsonl: records inline, each with its flag
+        return Progress(**header)
+    logged = header.pop("logged_windows")
+    records, end = _read_windows(Path(directory) / WINDOWS_FILE, header["run_id"])
+    progress = Progress(**header, windows=records)
+    for record in progress.windows[:logged]:
+        record.logged = True
+    progress.stored_windows, progress.stored_bytes, progress.stored_header = len(records), end, text
+    return progress
+
+
+# Records already parsed, by file: (run id, inode, their end byte, records). A unit reads
+# its progress before every window; parsing every record each time was quadratic.
+_READ: dict[str, tuple[str, int, int, list[dict[str, Any]]]] = {}
+
+
+def _read_windows(path: Path, run_id: str) -> tuple[list[dict[str, Any]], int]:
+    """The complete records in `path` and the byte where they end. Only what was appended
+    since this process last read the file is parsed: a file is appended to only by its run
+    (another run, or a resumed one, replaces the file: a new inode)."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return [], 0
+    known = _READ.get(str(path))
+    records, end = [], 0
+    if known is not None and known[:2] == (run_id, stat.st_ino) and known[2] <= stat.st_size:
+        records, end = list(known[3]), known[2]
+    with path.open("rb") as file:
+        file.seek(end)
+        data = file.read()
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            break  # cut short by a kill mid-write
+        records.append(json.loads(line))
+        end += len(line)
+    _READ[str(path)] = (run_id, stat.st_ino, end, records)
+    return list(records), end
 
 
 def save_progress(directory: Path, progress: Progress) -> None:
-    save_json(asdict(progress), progress_path(directory))
+    """Append the window records not on disk yet, then rewrite progress.json if it changed.
+    A Progress not read from `directory` (a new or resumed run) writes every record anew."""
+    directory = Path(directory)
+    logged = next((k for k, w in enumerate(progress.windows) if not w.logged), len(progress.windows))
+    if any(w.logged for w in progress.windows[logged:]):
+        raise ValueError(f"{directory}: windows' metrics reach the store in order; window {logged + 1} was not logged")
+    lines = b"".join(_record_line(w) for w in progress.windows[progress.stored_windows:])
+    path = directory / WINDOWS_FILE
+    if progress.stored_windows == 0:
+        atomic_write(path, lambda tmp: Path(tmp).write_bytes(lines))
+        progress.stored_bytes = len(lines)
+    elif lines:
+        with path.open("r+b") as out:
+            out.truncate(progress.stored_bytes)  # drops a line a kill cut short
+            out.seek(progress.stored_bytes)
+            out.write(lines)
+        progress.stored_bytes += len(lines)
+    progress.stored_windows = len(progress.windows)
+    header = {f.name: getattr(progress, f.name) for f in fields(progress)
+              if f.init and f.name != "windows"} | {"logged_windows": logged}
+    text = json.dumps(header, indent=2, sort_keys=True) + "\n"
+    if text != progress.stored_header:
+        atomic_write(progress_path(directory), lambda tmp: Path(tmp).write_text(text))
+        progress.stored_header = text
+
+
+def _record_line(record: WindowRecord) -> bytes:
+    data = asdict(record)
+    del data["logged"]  # progress.json's logged_windows says it
+    return (json.dumps(data, separators=(",", ":")) + "\n").encode()
 
 
 def resumable(previous: Progress | None, current_fingerprint: str) -> bool:

@@ -85,18 +85,20 @@ def with_tuned_entries(params: Params, root: Path, source: str = "params.yaml") 
     return params.model_copy(update={"methods": methods})
 
 
-def open_workspace(params_path: Path | str = "params.yaml", root: Path | str = ".") -> Workspace:
+def open_workspace(params_path: Path | str = "params.yaml", root: Path | str = ".", tuned: bool = True) -> Workspace:
     """The workspace of `root` with `params_path` (relative to root), reused while neither
-    the params file, the tune stage's choices nor the stream's manifest changed."""
+    the params file, the tune stage's choices nor the stream's manifest changed. `tuned`:
+    with the tune stage's `-tuned` entries; a stage that runs before it (pretrain) opens
+    it without them, so a choice made for an edited method block does not stop that stage."""
     root = Path(root)
     path = root / params_path
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     chosen = root / "results" / "tune" / "chosen.json"
-    key = (str(root.resolve()), str(params_path), digest, _stamp(chosen))
+    key = (str(root.resolve()), str(params_path), digest, _stamp(chosen) if tuned else None, tuned)
     workspace = _OPEN.get(key)
     if workspace is not None and workspace.manifest_stamp == _stamp(workspace.layout.stream_dir / MANIFEST):
         return workspace
-    params = with_tuned_entries(load_params(path), root, str(path))
+    params = with_tuned_entries(load_params(path), root, str(path)) if tuned else load_params(path)
     from components.methods import validate_entries  # here: the method registry imports this module
 
     validate_entries(params.methods, str(path))

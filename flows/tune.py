@@ -92,7 +92,7 @@ def _run_trials(ws, params_path: str, root: str, studies: list[Study], parents: 
 
 @flow(name="slow-fast-tune")
 def tune_flow(params_path: str = "params.yaml", root: str = str(REPO_ROOT), in_process: bool = True) -> dict:
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     p = ws.params
     if not p.tune.methods:
         nothing_to_tune(Path(root), p)
@@ -154,7 +154,7 @@ def _close_parent(ws, study: Study, run_id: str, choice: dict) -> None:  # noqa:
 def main(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
     """The stage: trials on the Dask cluster `parallel:` names (loopback servers as the
     stream stage starts them), or in this process with `parallel.workers: 0`."""
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     if ws.params.tune.storage.startswith("sqlite:"):
         # A shared params.yaml must not name a file outside the project (README "Safety of a shared params.yaml").
         raise ParamsError(f"{params_path}: tune.storage: a sqlite study lives in .slowfast/tune/optuna.db; leave "

@@ -12,6 +12,10 @@ from components.data.sources import build_stream
 from components.data.stream_io import remove_other_streams, write_stream
 from components.layout import REPO_ROOT
 
+# The prepare line names at most this many windows (the first ones, then the last): a stream
+# cut into 200 daily windows printed a line of 10,000 characters. stream.json lists them all.
+SHOWN_WINDOWS = 8
+
 
 @task(name="prepare-stream", cache_policy=NO_CACHE)
 def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
@@ -25,9 +29,12 @@ def prepare_stream(params_path: str = "params.yaml", root: str = str(REPO_ROOT))
     )
     for gone in remove_other_streams(params.stream_dir(root_path).parent, s.name):
         print(f"[prepare] data/streams/{gone}: another stream (stream.name is now {s.name!r}), removed", flush=True)
+    shown = manifest.windows if len(manifest.windows) <= SHOWN_WINDOWS else \
+        [*manifest.windows[:SHOWN_WINDOWS - 2], None, manifest.windows[-1]]
     sizes = ", ".join(
+        f"... ({len(manifest.windows) - SHOWN_WINDOWS + 1} more)" if w is None else
         f"w{w['window']} {_classes(w['classes'], manifest.class_names)} {w['rows']['train']}/{w['rows']['test']}"
-        for w in manifest.windows
+        for w in shown
     )
     print(f"[prepare] {s.name}: {manifest.num_windows} windows (train/test rows) {sizes}; hash {manifest.content_hash[:12]}", flush=True)
     return {"name": manifest.name, "content_hash": manifest.content_hash, "num_windows": manifest.num_windows}

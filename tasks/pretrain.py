@@ -17,7 +17,7 @@ from components.workspace import open_workspace
 
 @task(name="pretrain-slow-model", cache_policy=NO_CACHE)
 def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> dict:
-    ctx = open_workspace(params_path, root)
+    ctx = open_workspace(params_path, root, tuned=False)  # it runs before the tune stage
     p, manifest = ctx.params, ctx.stream.manifest
     tracking.configure_retries(p.tracking)
     run_id = tracking.start_run(

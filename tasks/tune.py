@@ -101,14 +101,14 @@ def prepare_tuning(params_path: str, root: str) -> dict:
     """The tuning stream and a slow model pretrained on its window 0, in the tuning
     workspace (rebuilt only when what they are made from changed); refused with one line
     when it shares a row with the evaluation stream."""
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     p, layout = ws.params, ws.layout
     stream_params = tuning_stream(p, params_path)
     tune_root = _tune_root(layout)
     tune_params = p.model_dump(mode="json") | {
         "stream": stream_params.model_dump(mode="json", exclude_none=True), "parallel": {"workers": 0},
     }
-    tune_params["methods"] = dict(p.methods)  # as written: no `-tuned` entries
+    tune_params["methods"] = dict(p.methods)  # as written (opened without `-tuned` entries)
     target = tune_root / "params.yaml"
     text = yaml.safe_dump(tune_params, sort_keys=False)
     tune_root.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def open_study(params_path: str, root: str, entry: str, tuning: dict) -> Study:
     budget (raising `tune.trials` continues a study; any other change starts a new one).
     Knobs the search sets are left out of the block's part: changing their value in
     params.yaml changes no trial."""
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     p = ws.params
     space = search_space(p, entry, params_path)
     raw = entry_config(p.methods, entry)
@@ -187,7 +187,7 @@ def load(params: Params, layout: Layout, name: str, slot: int = 0) -> optuna.Stu
 
 def ask(params_path: str, root: str, study: Study, tuning: dict, parent_run_id: str, uri: str) -> TrialSpec:
     """The next trial of `study` at the next free slot (drawn by the slot's seeded sampler)."""
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     p = ws.params
     slot = len(finished_trials(load(p, ws.layout, study.name)))
     optuna_study = load(p, ws.layout, study.name, slot)
@@ -263,7 +263,7 @@ def write_choices(params_path: str, root: str, studies: list[Study], tuning: dic
     """results/tune/: chosen.json (per entry, the best finished trial among the first
     `tune.trials` slots) and trials/ (every trial as CSV, the search history and the knobs'
     importance as PNG); the tuning runs in MLflow get the same figures."""
-    ws = open_workspace(params_path, root)
+    ws = open_workspace(params_path, root, tuned=False)
     p, layout = ws.params, ws.layout
     out = layout.tune_results
     (out / "trials").mkdir(parents=True, exist_ok=True)

@@ -302,3 +302,20 @@ def test_a_table_outside_data_raw_is_refused_without_echoing_it(tmp_path, path):
 def test_an_idx_file_outside_data_raw_is_refused(tmp_path):
     with pytest.raises(StreamError, match=r"stream\.idx\.images: '/etc/passwd' is not under data/raw/"):
         prepare(tmp_path, {"source": "idx", "idx": {"images": "/etc/passwd", "labels": "data/raw/labels"}})
+
+
+def test_the_prepare_line_of_a_long_stream_stays_short(tmp_path, capsys):
+    """200 daily windows must not print a 10,000-character line: the first windows, how many
+    more, the last; stream.json keeps every one."""
+    from tasks.data import SHOWN_WINDOWS, prepare_stream
+    from tests.conftest import tiny_params, write_params
+
+    params = tiny_params()
+    params["stream"] = {"name": "long", "source": "river-drift", "test_fraction": 0.25,
+                        "river": {"generator": "sea", "concepts": [k % 4 for k in range(40)], "rows_per_window": 40,
+                                  "drift_width": 1}}
+    write_params(tmp_path, params)
+    summary = prepare_stream.fn("params.yaml", str(tmp_path))
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert summary["num_windows"] == 40 and len(line) < 300, line
+    assert len(re.findall(r"\bw\d+ ", line)) == SHOWN_WINDOWS - 1 and "... (33 more)" in line and ", w39 " in line

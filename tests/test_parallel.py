@@ -93,22 +93,26 @@ def test_a_local_cluster_gives_the_numbers_of_one_process_through_one_tracking_s
     assert (root / ".slowfast" / "mlflow-server.log").is_file()  # the server it started, now stopped
 
 
-def _worker_pids(address: str) -> dict[str, int]:
+def _worker_pids(address: str, workers: int = 0) -> dict[str, int]:
     from distributed import Client
 
     with Client(address, timeout=30) as client:
+        if workers:
+            client.wait_for_workers(workers, timeout=120)
         return client.run(os.getpid)
 
 
 def _units_mid_stream(root: Path) -> int:
     """Units that have finished a window and not yet their last."""
+    from components.progress import load_progress
+
     count = 0
     for path in (root / ".slowfast" / "state" / STREAM).glob("*/seed*/progress.json"):
         try:
-            progress = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        count += bool(progress["windows"]) and not progress["complete"] and len(progress["windows"]) < 3
+            progress = load_progress(path.parent)
+        except (OSError, ValueError, TypeError):
+            continue  # replaced while read
+        count += progress is not None and 0 < len(progress.windows) < 3 and not progress.complete
     return count
 
 
@@ -141,6 +145,46 @@ def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_p
     killed = {r.info.run_id: r for r in runs}[resumed[0].data.tags["resumed_from"]]
     assert killed.info.status == "FAILED" and killed.data.tags["interrupted"] == "true"
     assert "resuming at window" in out
+
+
+def test_under_run_sh_a_stage_runs_its_units_on_the_pipelines_warm_cluster_which_ends_with_run_sh(
+    reference, prepared, prefect_api_url, tmp_path, monkeypatch
+):
+    """./run.sh starts the cluster once (adapters/pipeline_cluster.py); the stage submits to
+    it instead of starting its own, and it stops by itself when ./run.sh is killed."""
+    from distributed import Client
+
+    from adapters import pipeline_cluster, servers
+
+    root = _copy(prepared, tmp_path / "root", workers=2)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
+    run_sh = subprocess.Popen(["sleep", "900"])  # stands in for ./run.sh, killed with SIGKILL below
+    state = tmp_path / "dask-cluster.json"
+    state.write_text('{"state": "starting"}')
+    with servers.shared_tracking(tmp_path / "logs") as uri, (tmp_path / "dask-cluster.log").open("w") as log:
+        cluster = subprocess.Popen([sys.executable, "-m", "adapters.pipeline_cluster_server", str(state), str(servers.free_port()),
+                                    str(run_sh.pid), str(root / "params.yaml")], cwd=REPO, stdout=log, stderr=log)
+        try:
+            monkeypatch.setenv(pipeline_cluster.ENV, str(state))
+            started = pipeline_cluster.started_state(state)
+            assert started["state"] == "ready", (tmp_path / "dask-cluster.log").read_text()[-3000:]
+            address = started["address"]
+            before = _worker_pids(address, workers=2)  # "ready" comes as the scheduler listens, the workers after
+            done = stage(root, prefect_api_url, tracking_uri=uri, **{pipeline_cluster.ENV: str(state)})
+            assert done.returncode == 0, done.stderr[-3000:]
+            assert "of its own" not in done.stdout + done.stderr
+            assert numbers(root) == reference
+            with Client(address, timeout=30) as client:
+                ran = client.run_on_scheduler(
+                    lambda dask_scheduler: dask_scheduler.task_prefixes["run_unit"].state_counts["memory"])
+            assert ran == 4  # every unit finished on this cluster
+            assert _worker_pids(address) == before  # the same warm workers, no new ones
+        finally:
+            run_sh.kill()
+            run_sh.wait()
+        cluster.wait(timeout=60)  # by itself: ./run.sh is gone
+    assert cluster.returncode == 0, (tmp_path / "dask-cluster.log").read_text()[-3000:]
 
 
 def test_a_unit_failing_on_a_user_error_ends_the_stage_in_one_line_and_the_other_results_stay(

@@ -130,6 +130,32 @@ def _slow_trials() -> dict:
     return params
 
 
+def test_a_choice_made_for_an_edited_method_block_stops_the_stream_not_the_stages_before_tune(
+    tiny_root, tmp_path, mlflow_store
+):
+    """Edit a tuned method's block and change the model: `dvc repro` runs pretrain before
+    tune, with the old results/tune/chosen.json still there. Pretrain must run; the
+    `-tuned` entry it no longer matches is refused where it would be used."""
+    import shutil
+
+    import yaml
+
+    from components.workspace import open_workspace
+    from tasks.pretrain import pretrain
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_root, root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stale = {"replay": {"base": {**params["methods"]["replay"], "lr": 0.5}, "method": "replay", "config": {}}}
+    (root / "results" / "tune").mkdir(parents=True)
+    (root / "results" / "tune" / "chosen.json").write_text(json.dumps({"objective": "acc", "methods": stale}))
+    with pytest.raises(ParamsError, match="chosen for another methods.replay block"):
+        open_workspace("params.yaml", root)
+    assert "replay-tuned" not in open_workspace("params.yaml", root, tuned=False).params.methods
+    pretrain.fn("params.yaml", str(root))
+    assert (open_workspace("params.yaml", root, tuned=False).layout.slow_model).is_file()
+
+
 @pytest.fixture(scope="module")
 def reference_choice(prefect_api_url, tmp_path_factory) -> dict:
     """The study run whole, in the stage's own process, on sqlite: what every other way of
