@@ -8,10 +8,11 @@ source scripts/prefect_env.sh
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
 # Each server runs in a process group of its own (setsid: the MLflow server and its uvicorn
-# worker) and is stopped as a group. `|| true`: under `set -e` the 143 that `wait` returns
-# for a stopped server would end the trap early, leaving the next server running and making
+# worker, the Dask scheduler and its workers) and is stopped as a group, all at once (the
+# cluster takes about 3 s). `|| true`: under `set -e` the 143 that `wait` returns for a
+# stopped server would end the trap early, leaving the next server running and making
 # ./run.sh exit 143 after a successful run.
-trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done' EXIT
+trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done' EXIT
 mkdir -p .slowfast
 if [ -z "${PREFECT_API_URL:-}" ]; then
   # One local server for the whole pipeline: each flow process and Dask worker then connects
