@@ -410,6 +410,23 @@ def test_run_sh_exits_0_and_leaves_no_server_running(project):
     assert max(len(line) for line in done.stdout.splitlines()) <= 150
     left = subprocess.run(["pgrep", "-f", str(root)], capture_output=True, text=True).stdout.split()
     assert left == [], subprocess.run(["ps", "-o", "pid,cmd", "-p", ",".join(left)], capture_output=True, text=True).stdout
+    # the units ran on the pipeline's cluster (no stage started its own), now stopped with its
+    # workers and their fork server, whose command lines do not name the project: every
+    # process ./run.sh started inherited its working directory in PWD
+    cluster = json.loads((root / ".slowfast" / "dask-cluster.json").read_text())
+    assert cluster["state"] == "ready" and "of its own" not in done.stdout
+    assert _processes_started_in(root) == []
+
+
+def _processes_started_in(root: Path) -> list[str]:
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"PWD={root}\0".encode() in environ.read_bytes():
+                found.append((environ.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue  # ended meanwhile, or not ours to read
+    return found
 
 
 def _users_table(path: Path, rows: int = 600, bad_row: int | None = None) -> None:
