@@ -34,7 +34,7 @@ from components.protocol import absorb_window
 from components.evaluation import evaluate_windows
 from components.runtime import peak_memory_mb, window_seed
 from components.summary import (
-    UNIT_COSTS, SeedResult, compact_metrics, method_summary, seed_result, split_facts, window_metrics, window_points,
+    UNIT_COSTS, SeedResult, compact_metrics, logged_summary, method_summary, seed_result, split_facts, window_metrics, window_points,
 )
 from components.workspace import Unit, Workspace, open_workspace
 
@@ -327,7 +327,8 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
     if progress is None or progress.run_id != opened.run_id:
         raise RuntimeError(f"{directory}: no progress of run {opened.run_id}")
     # the windows not sent yet and the summary, in one call
-    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress, also=[(len(windows), result.metrics)])
+    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress,
+                 also=[(len(windows), logged_summary(result.metrics, ws.stream.num_windows))])
     for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
         tracking.log_artifact(opened.run_id, out / name)
 

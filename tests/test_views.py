@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -175,3 +176,17 @@ def test_a_long_stream_logs_a_fixed_number_of_values_per_window():
     assert scalars["acc_new"] == 0.6 and scalars["acc_worst"] == 0.5 and not any(k[5:].isdigit() for k in scalars)
     short = window_points(record(2, 4), [], 4)
     assert {f"acc_w{j}" for j in range(4)} <= set(short[0][1]) and "cl_acc_w1" in short[2][1]
+    # a long stream's window logs no system figures (in the seed's summary), a short one's does
+    system = {"window/train_rows", "window/samples_per_second", "window/peak_memory_mb", "window/fast_state_bytes"}
+    busy = {"seconds": 1.0, "samples_per_second": 10.0, "peak_memory_mb": 5.0, "fast_state_bytes": 8.0}
+    assert not system & set(window_points(replace(record(100, 200), summary=busy), [], 200)[0][1])
+    assert system <= set(window_points(replace(record(2, 4), summary=busy), [], 4)[0][1])
+
+
+def test_a_long_streams_run_gets_the_mean_stability_gap_not_one_column_per_window():
+    from components.summary import logged_summary
+
+    metrics = {"acc": 0.5, "gap_depth": 0.1, **{f"gap_depth_w{k}": 0.1 for k in range(1, 200)},
+               **{f"gap_recovery_steps_w{k}": 3.0 for k in range(1, 200)}}
+    assert logged_summary(metrics, 200) == {"acc": 0.5, "gap_depth": 0.1}
+    assert logged_summary(metrics, 4) == metrics
