@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ def shape(workers: int, threads_per_worker: int, env: dict[str, str]) -> dict[st
     return {"workers": workers, "threads_per_worker": threads_per_worker, "env": dict(sorted(env.items()))}
 
 
-def address_for(wanted: dict[str, Any], say=print) -> str | None:  # noqa: ANN001
+def address_for(wanted: dict[str, Any], say: Callable[..., None] = print) -> str | None:
     """The pipeline cluster's scheduler address for a stage that wants a local cluster of
     shape `wanted`, waiting while it starts; None when there is none (not under ./run.sh,
     or its params turned it off) or its shape differs (`say` tells why). Raises when it

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.pipeline_cluster import LOG, STARTUP_SECONDS, PipelineClusterFailed, alive, shape, started_state
+from components.config import ParallelParams, load_params
 from components.errors import SlowfastError
 
 
@@ -37,7 +38,6 @@ def serve(path: Path, port: int, run_pid: int, params_file: Path | None = None) 
     import flows  # noqa: F401  (quiet defaults and DASK_CONFIG, before Dask, Prefect or MLflow are imported)
 
     from adapters import dask_cluster
-    from components.config import load_params
     from components.layout import REPO_ROOT
     from components.runtime import pick_device
 
@@ -48,11 +48,7 @@ def serve(path: Path, port: int, run_pid: int, params_file: Path | None = None) 
         _write(path, {"state": "off", "why": str(error)})
         return
     uri, api = os.environ.get("MLFLOW_TRACKING_URI", ""), os.environ.get("PREFECT_API_URL", "")
-    why = ("params.yaml parallel: names no local cluster" if not dask_cluster.uses_cluster(params.parallel)
-           or params.parallel.scheduler else
-           "no tracking server to share (MLFLOW_TRACKING_URI is not a server)" if not uri.startswith(("http", "postgresql"))
-           else "no Prefect API to share (PREFECT_API_URL unset)" if not api else "")
-    if why:
+    if why := _why_off(params.parallel, uri, api):
         _write(path, {"state": "off", "why": why})
         return
     from distributed import LocalCluster
@@ -72,6 +68,17 @@ def serve(path: Path, port: int, run_pid: int, params_file: Path | None = None) 
             pass
     finally:
         cluster.close(timeout=10)
+
+
+def _why_off(parallel: ParallelParams, tracking_uri: str, prefect_api: str) -> str:
+    """Why no pipeline cluster is started ("" when one is): the stages then run as alone."""
+    if parallel.scheduler or parallel.workers <= 0:
+        return "params.yaml parallel: names no local cluster"
+    if not tracking_uri.startswith(("http", "postgresql")):
+        return "no tracking server to share (MLFLOW_TRACKING_URI is not a server)"
+    if not prefect_api:
+        return "no Prefect API to share (PREFECT_API_URL unset)"
+    return ""
 
 
 @contextlib.contextmanager
