@@ -247,14 +247,26 @@ def many_windows(base: Path, env: dict, windows: int) -> dict:
     wall, _ = timed_run([sys.executable, "-m", "flows.stream"], root, env)
     record = _records(root)[0]
     train = record["seconds_per_window"] * windows
+    logged = _values_logged(root / "mlflow.db", record["mlflow_run_id"])
     out = {"windows": windows, "wall": wall, "train_seconds": train, "work_seconds": record["work_seconds"],
            "mlflow_seconds": record["mlflow_seconds"], "mlflow_calls": record["mlflow_calls"],
            "model_seconds": record["mlflow_model_seconds"],
-           "tracking_ms_per_window": 1000 * (record["mlflow_seconds"] - record["mlflow_model_seconds"]) / windows}
+           "tracking_ms_per_window": 1000 * (record["mlflow_seconds"] - record["mlflow_model_seconds"]) / windows,
+           "values_logged": logged}
     print(f"{windows} windows: training {train:.1f} s, work (training + evaluation) {record['work_seconds']:.1f} s, "
           f"tracking {record['mlflow_seconds'] - record['mlflow_model_seconds']:.1f} s in {record['mlflow_calls']} calls "
           f"({out['tracking_ms_per_window']:.1f} ms per window; model registration {record['mlflow_model_seconds']:.1f} s)")
+    print(f"  values logged on the seed's run: {sum(logged.values())} ({sum(logged.values()) / windows:.1f} per window): "
+          + ", ".join(f"{k} {n}" for k, n in sorted(logged.items(), key=lambda kv: -kv[1])[:12]))
     return out
+
+
+def _values_logged(store: Path, run_id: str) -> dict[str, int]:
+    """Metric values per key on run `run_id` in sqlite store `store` (each costs the server an insert)."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store)) as db:
+        return dict(db.execute("select key, count(*) from metrics where run_uuid = ? group by key", (run_id,)).fetchall())
 
 
 def main() -> None:

@@ -85,6 +85,11 @@ def window_curve(record: WindowRecord, compact: bool = False) -> list[tuple[int,
     with the previous window's last point (the same model): only the new window's accuracy
     is new there, so each metric has one value per step."""
     new = f"cl_acc_w{record.window}"
+    if compact and len(record.points) <= 2:
+        # Evaluated only at the window's start and end: the start is the matrix's row before
+        # (accuracy_matrix.csv), the end this window's acc_new / acc_seen. A long stream logs
+        # only curves with points inside windows (evaluation.every_steps), where a dip shows.
+        return []
     curve = [(p.step, curve_metrics(p)) for p in map(EvalPoint.from_dict, record.points)]
     if compact:
         curve = [(step, {"cl_acc_new": m[new], **({"cl_acc_old": m["cl_acc_old"]} if "cl_acc_old" in m else {})})
@@ -103,12 +108,13 @@ def window_points(record: WindowRecord, earlier: Sequence[WindowRecord], num_win
     PER_WINDOW_METRICS_UP_TO windows logs fixed summaries instead of a value per window."""
     compact = compact_metrics(num_windows)
     scalars = {(f"window/{k}" if k in RUN_TOTALS else k): v for k, v in record.summary.items()
-               if not (compact and ((k.startswith("acc_w") and k[5:].isdigit()) or k in RUN_TOTALS))}
+               if not (compact and ((k.startswith("acc_w") and k[5:].isdigit()) or k in (*RUN_TOTALS, "seconds")))}
     if compact:
-        # A long stream's window logs accuracy, time and losses only: its system figures
-        # (RUN_TOTALS, rows) are in the seed's summary and record. Each value costs the
-        # tracking server about 0.13 ms; on a 200-window stream of 1.5 ms windows these four
-        # made tracking cost more than training (benchmarks/parallel.py).
+        # A long stream's window logs accuracy and losses only: its time and system figures
+        # (seconds, RUN_TOTALS, rows) are in the seed's summary and record. Each value costs
+        # the tracking server about 0.15 ms; on a 200-window stream of 1.5 ms windows those
+        # five and the boundary points of window_curve made tracking cost as much as
+        # training (benchmarks/parallel.py).
         seen = record.accuracies[: record.window + 1]
         scalars |= {"acc_new": record.accuracies[record.window], "acc_worst": min(seen)}
     else:

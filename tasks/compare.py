@@ -94,7 +94,7 @@ def _tuning_section(layout: Layout, summaries: dict[str, dict], metric: str, str
         return ""
     tuning_stream = next(iter(chosen.values()))["tuning_stream"]
     moved = [r["method"] for r in rows if r["default_rank"] != r["tuned_rank"]]
-    return ("\n## Defaults vs tuned on the tuning stream\n\n"
+    return ("\n## Defaults vs tuned (knobs chosen on the tuning stream)\n\n"
             + tuning_markdown(rows, metric, stream, tuning_stream, {e: chosen[e]["trials"] for e in tuned})
             + f"Rank changed: {', '.join(moved) if moved else 'none'}.\n")
 

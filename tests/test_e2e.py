@@ -167,10 +167,10 @@ def test_tuned_on_the_tuning_stream_evaluated_beside_the_defaults_and_traced_to_
     assert list(chosen) == ["lora"] and chosen["lora"]["trials"] == 3
     assert chosen["lora"]["tuning_stream"] == "tiny-classinc-tune"
     assert (root / "results" / "methods" / "lora-tuned" / "metrics.json").is_file()
-    assert "## Defaults vs tuned on the tuning stream" in (root / "results" / "compare.md").read_text()
+    assert "## Defaults vs tuned (knobs chosen on the tuning stream)" in (root / "results" / "compare.md").read_text()
     rows = json.loads((root / "results" / "tuning_comparison.json").read_text())["rows"]
     assert {r["method"]: r["tuned"] for r in rows} == {"finetune": False, "lora": True, "replay": False}
-    assert "defaults vs tuned on the tuning stream" in project["first"].stdout
+    assert "both columns: acc on the evaluation stream" in project["first"].stdout
 
     base = project["env"]["MLFLOW_TRACKING_URI"]
     experiment = rest(base, "experiments/get-by-name", experiment_name="tiny-classinc-tuning")["experiment"]

@@ -4,6 +4,11 @@ contract each method needs checked when the model is built."""
 from __future__ import annotations
 
 import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -232,7 +237,6 @@ def test_a_custom_model_goes_through_the_pipeline_and_its_registered_model_loads
     compared = compare_flow(root=str(tmp_path))
     assert set(compared["order"]) == {"replay", "slca", "error_memory"}
     mlflow.set_tracking_uri(mlflow_store)
-    import os
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
     try:
         model = mlflow.pyfunc.load_model("models:/slowfast-tiny-classinc@champion")
@@ -241,3 +245,16 @@ def test_a_custom_model_goes_through_the_pipeline_and_its_registered_model_loads
         del os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]
     assert out.shape == (3, 10)
     np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    # and in a fresh interpreter that cannot import this project (isolated, elsewhere): the
+    # version carries no code, and needs none
+    version = mlflow.artifacts.download_artifacts("models:/slowfast-tiny-classinc@champion", dst_path=str(tmp_path / "v"))
+    assert (Path(version) / "data" / "model.pt2").is_file() and not (Path(version) / "code").exists()
+    load = ("import mlflow, numpy as np; mlflow.set_tracking_uri(%r); "
+            "m = mlflow.pyfunc.load_model('models:/slowfast-tiny-classinc@champion'); "
+            "import importlib.util; assert importlib.util.find_spec('components') is None; "
+            "print(np.asarray(m.predict(np.zeros((3, 40), dtype=np.float32))).tolist())") % mlflow_store
+    done = subprocess.run([sys.executable, "-I", "-c", load], cwd=tmp_path.parent, capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/root"),
+                               "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    np.testing.assert_allclose(np.array(json.loads(done.stdout.strip().splitlines()[-1])), out, rtol=1e-6)

@@ -179,8 +179,17 @@ def test_a_long_stream_logs_a_fixed_number_of_values_per_window():
     # a long stream's window logs no system figures (in the seed's summary), a short one's does
     system = {"window/train_rows", "window/samples_per_second", "window/peak_memory_mb", "window/fast_state_bytes"}
     busy = {"seconds": 1.0, "samples_per_second": 10.0, "peak_memory_mb": 5.0, "fast_state_bytes": 8.0}
-    assert not system & set(window_points(replace(record(100, 200), summary=busy), [], 200)[0][1])
-    assert system <= set(window_points(replace(record(2, 4), summary=busy), [], 4)[0][1])
+    assert not (system | {"seconds"}) & set(window_points(replace(record(100, 200), summary=busy), [], 200)[0][1])
+    assert (system | {"seconds"}) <= set(window_points(replace(record(2, 4), summary=busy), [], 4)[0][1])
+    # evaluated only at its start and end (evaluation.every_steps: 0), a long stream's window
+    # logs no continual curve (those points are the matrix's and the window's acc_new); a short one does
+    def ends(window: int) -> list[dict]:
+        return [{"step": s, "window": window, "accuracies": [0.5] * (window + 1)} for s in (10, 30)]
+
+    assert [m for _, m in window_points(replace(record(100, 200), points=ends(100)), [], 200)
+            if any(k.startswith("cl_acc") for k in m)] == []
+    assert any("cl_acc_w2" in m for _, m in window_points(replace(record(2, 4), points=ends(2)), [], 4))
+    assert any("cl_acc_new" in m for _, m in window_points(record(100, 200), [], 200))  # points inside: kept
 
 
 def test_a_long_streams_run_gets_the_mean_stability_gap_not_one_column_per_window():
