@@ -7,12 +7,33 @@ source scripts/prefect_env.sh
 
 free_port() { python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 pids=()
-# Each server runs in a process group of its own (setsid: the MLflow server and its uvicorn
-# worker, the Dask scheduler and its workers) and is stopped as a group, all at once (the
-# cluster takes about 3 s). `|| true`: under `set -e` the 143 that `wait` returns for a
-# stopped server would end the trap early, leaving the next server running and making
-# ./run.sh exit 143 after a successful run.
-trap 'for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done' EXIT
+repro=""
+# On the way out, however it comes (done, failed, Ctrl-C, `kill`): first the pipeline, while
+# the servers it reports to are still up (stopped as a terminal's Ctrl-C stops it, then killed
+# if it is still there after 20 s: a stage left running without its servers hung for minutes
+# retrying them); then the servers. Each server runs in a process group of its own (setsid:
+# the MLflow server and its uvicorn worker, the Dask scheduler and its workers) and is stopped
+# as a group, all at once (the cluster takes about 3 s). `|| true`: under `set -e` the 143
+# that `wait` returns for a stopped server would end the trap early, leaving the next server
+# running and making ./run.sh exit 143 after a successful run.
+stop() {
+  if [ -n "$repro" ] && kill -0 -- "-$repro" 2>/dev/null; then
+    kill -INT -- "-$repro" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 -- "-$repro" 2>/dev/null || break; sleep 0.2; done
+    kill -KILL -- "-$repro" 2>/dev/null || true
+  fi
+  for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  # and the rest of each group (a worker's multiprocessing resource tracker outlives it by a
+  # moment), so that nothing is left once this script has returned
+  for p in "${pids[@]}"; do
+    for _ in $(seq 50); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done
+  done
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 mkdir -p .slowfast
 if [ -z "${PREFECT_API_URL:-}" ]; then
   # One local server for the whole pipeline: each flow process and Dask worker then connects
@@ -49,7 +70,14 @@ fi
 
 export SLOWFAST_MAIN_JOB=1
 # DVC's nine-line git hint folds into one line (the table below stays on screen); stderr and
-# the exit status (pipefail) are DVC's own.
-dvc repro "$@" | python -u scripts/fold_dvc_hints.py
+# the exit status (pipefail) are DVC's own. Run as a job of its own (set -m: its own process
+# group, Ctrl-C not ignored) and waited for, so that a signal reaches this script at once
+# (bash runs traps only between commands, and `wait` is one) and `stop` ends the whole
+# pipeline, DVC and the stage it runs.
+set -m
+(dvc repro "$@" | python -u scripts/fold_dvc_hints.py) &
+repro=$!
+set +m
+wait "$repro"
 echo
 python -m flows.report

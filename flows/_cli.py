@@ -1,8 +1,8 @@
 """Entry point shared by the flows' `__main__` blocks.
 
 A user error (bad params, a stream that breaks the data contract) ends with one line on
-stderr and exit code 2; a bug ends with its traceback and exit code 1. Either way Prefect
-records the flow run as failed.
+stderr and exit code 2; a bug ends with its traceback and exit code 1; Ctrl-C with one line
+and exit code 130. Either way Prefect records the flow run as failed (crashed).
 """
 
 from __future__ import annotations
@@ -80,6 +80,11 @@ def run(
               "with `prefect server start` and set PREFECT_API_URL (./run.sh does), or raise "
               "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        # Ctrl-C, or ./run.sh stopping its pipeline: every finished window, trial and file was
+        # written atomically (components/checkpoint.py), so the same command continues.
+        print("interrupted: what was finished is kept; run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
     except Exception:
         traceback.print_exc()
         sys.exit(1)

@@ -4,6 +4,7 @@ table that ./run.sh prints next is not pushed off the screen."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 START = "To track the changes with git, run:"
@@ -29,4 +30,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C stops DVC, which then writes its last lines and closes the pipe: relay them to the end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     main()

@@ -418,6 +418,49 @@ def test_run_sh_exits_0_and_leaves_no_server_running(project):
     assert _processes_started_in(root) == []
 
 
+def test_run_sh_stopped_mid_stream_stops_everything_and_the_next_run_continues(project):
+    """A scheduler's timeout stops ./run.sh with SIGTERM to it alone: it used to stop its
+    servers and leave `dvc repro` and the stage running without them, hung for minutes
+    retrying them. Now the pipeline stops first (one line, no traceback), then the servers,
+    and nothing is left; the next ./run.sh continues and ends with the same numbers."""
+    root = project["root"]
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
+    env = {k: v for k, v in project["env"].items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    before = {p: p.read_text() for p in sorted((root / "results" / "methods").glob("*/seed*/metrics.json"))}
+    assert before
+    for folder in ("results/methods", ".slowfast/runs"):
+        shutil.rmtree(root / folder, ignore_errors=True)
+    stopped = _run_sh_stopped_at(root, env, "window 1/")
+    assert stopped["returncode"] == 143 and stopped["seconds"] < 30, stopped["output"][-3000:]
+    assert "interrupted: what was finished is kept" in stopped["output"], stopped["output"][-3000:]
+    assert "Traceback" not in stopped["output"], stopped["output"][-3000:]
+    assert _processes_started_in(root) == []
+    done = subprocess.run(["./run.sh"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "resuming at window" in done.stdout or "finished by the interrupted run" in done.stdout, done.stdout[-3000:]
+    assert {p: p.read_text() for p in before} == before
+    assert _processes_started_in(root) == []
+
+
+def _run_sh_stopped_at(root: Path, env: dict, line: str) -> dict:
+    """./run.sh started as a terminal starts it, sent SIGTERM once a line containing `line` is out."""
+    import signal
+
+    process = subprocess.Popen(["./run.sh"], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    out = []
+    for text in process.stdout:
+        out.append(text)
+        if line in text:
+            break
+    began = time.perf_counter()
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=120)
+    return {"returncode": process.returncode, "seconds": time.perf_counter() - began, "output": "".join(out) + rest}
+
+
 def _processes_started_in(root: Path) -> list[str]:
     found = []
     for environ in Path("/proc").glob("[0-9]*/environ"):
