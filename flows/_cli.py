@@ -31,6 +31,10 @@ def quiet_libraries() -> None:
     # Dask's scheduler and nannies log every worker's start and stop; failures stay visible.
     for name in ("distributed", "prefect.task_runner.dask"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # The client's own errors are its scheduler connection's (a traceback per failed reconnect):
+    # a stage that loses its cluster says so in one line (`_cluster_lost`), and a unit's error
+    # comes back through its future.
+    logging.getLogger("distributed.client").setLevel(logging.CRITICAL)
     # Prefect's event queue, drained at exit, says "Still processing items: N remaining" when a
     # run ends right after its last events (a stage that fails at once); the items are still
     # sent. Its failures are logged by another logger and stay visible.
@@ -85,6 +89,22 @@ def run(
         # written atomically (components/checkpoint.py), so the same command continues.
         print("interrupted: what was finished is kept; run the same command again to continue", file=sys.stderr)
         sys.exit(130)
-    except Exception:
+    except Exception as error:
+        if lost := _cluster_lost(error):
+            print(f"error: {lost}", file=sys.stderr)
+            sys.exit(2)
         traceback.print_exc()
         sys.exit(1)
+
+
+def _cluster_lost(error: BaseException) -> str | None:
+    """The one line for units Dask cancelled because the stage lost its scheduler (killed, out
+    of memory, its machine gone); None for any other error."""
+    if "distributed" not in sys.modules:
+        return None
+    from distributed.client import FutureCancelledError, FuturesCancelledError
+
+    if not isinstance(error, FutureCancelledError | FuturesCancelledError):
+        return None
+    return (f"the units' Dask cluster went away ({error.reason}); what was finished is kept: run the same command "
+            "again to continue (./run.sh's cluster logs to .slowfast/dask-cluster.log)")

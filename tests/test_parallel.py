@@ -147,6 +147,33 @@ def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_p
     assert "resuming at window" in out
 
 
+def test_a_stage_whose_scheduler_dies_mid_stream_ends_in_one_line(prepared, prefect_api_url, tmp_path):
+    """The scheduler killed (out of memory, its machine gone): the stage used to end with Dask's
+    tracebacks; now one line, exit code 2, and the finished windows stay for the rerun."""
+    from distributed import Client
+
+    from adapters.dask_cluster import process_cluster
+
+    with process_cluster(2, tmp_path / "logs", env={"PREFECT_API_URL": prefect_api_url}) as address:
+        with Client(address, timeout=30) as client:
+            scheduler = client.run_on_scheduler(os.getpid)
+        root = _copy(prepared, tmp_path / "root", scheduler=address)
+        running = stage(root, prefect_api_url, wait=False)
+        deadline = time.monotonic() + 300
+        while _units_mid_stream(root) < 1 and running.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert running.poll() is None, running.communicate()
+        os.kill(scheduler, signal.SIGKILL)
+        out, err = running.communicate(timeout=300)
+    assert running.returncode == 2, err[-3000:]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: the units' Dask cluster went away"), err[-3000:]
+    from components.progress import load_progress
+
+    kept = [load_progress(p.parent) for p in (root / ".slowfast" / "state" / STREAM).glob("*/seed*/progress.json")]
+    assert any(p is not None and p.windows for p in kept)  # finished windows stay for the rerun
+
+
 def test_under_run_sh_a_stage_runs_its_units_on_the_pipelines_warm_cluster_which_ends_with_run_sh(
     reference, prepared, prefect_api_url, tmp_path, monkeypatch
 ):
