@@ -16,19 +16,20 @@ repro=""
 # as a group, all at once (the cluster takes about 3 s). `|| true`: under `set -e` the 143
 # that `wait` returns for a stopped server would end the trap early, leaving the next server
 # running and making ./run.sh exit 143 after a successful run.
+group_ends() {  # whether process group $1 is gone within $2 tenths of a second (0: now)
+  for _ in $(seq "$2"); do kill -0 -- "-$1" 2>/dev/null || return 0; sleep 0.1; done
+  ! kill -0 -- "-$1" 2>/dev/null
+}
 stop() {
-  if [ -n "$repro" ] && kill -0 -- "-$repro" 2>/dev/null; then
+  if [ -n "$repro" ] && ! group_ends "$repro" 0; then
     kill -INT -- "-$repro" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 -- "-$repro" 2>/dev/null || break; sleep 0.2; done
-    kill -KILL -- "-$repro" 2>/dev/null || true
+    group_ends "$repro" 200 || kill -KILL -- "-$repro" 2>/dev/null || true
   fi
   for p in "${pids[@]}"; do kill -- "-$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   # and the rest of each group (a worker's multiprocessing resource tracker outlives it by a
   # moment), so that nothing is left once this script has returned
-  for p in "${pids[@]}"; do
-    for _ in $(seq 50); do kill -0 -- "-$p" 2>/dev/null || break; sleep 0.1; done
-  done
+  for p in "${pids[@]}"; do group_ends "$p" 50 || true; done
 }
 trap stop EXIT
 trap 'exit 130' INT

@@ -76,6 +76,10 @@ def curve_metrics(point: EvalPoint) -> dict[str, float]:
 PER_WINDOW_METRICS_UP_TO = 16
 
 
+# A long stream's window scalars left to the seed's summary and record (window_points).
+LONG_STREAM_UNLOGGED = (*RUN_TOTALS, "seconds")
+
+
 def compact_metrics(num_windows: int) -> bool:
     return num_windows > PER_WINDOW_METRICS_UP_TO
 
@@ -108,7 +112,7 @@ def window_points(record: WindowRecord, earlier: Sequence[WindowRecord], num_win
     PER_WINDOW_METRICS_UP_TO windows logs fixed summaries instead of a value per window."""
     compact = compact_metrics(num_windows)
     scalars = {(f"window/{k}" if k in RUN_TOTALS else k): v for k, v in record.summary.items()
-               if not (compact and ((k.startswith("acc_w") and k[5:].isdigit()) or k in (*RUN_TOTALS, "seconds")))}
+               if not (compact and ((k.startswith("acc_w") and k[5:].isdigit()) or k in LONG_STREAM_UNLOGGED))}
     if compact:
         # A long stream's window logs accuracy and losses only: its time and system figures
         # (seconds, RUN_TOTALS, rows) are in the seed's summary and record. Each value costs

@@ -69,7 +69,8 @@ def _print_tuning(root: Path, console: Console) -> None:
         table.add_row(r["method"], f"{r['default']:.3f}±{r['default_std']:.3f}", str(r["default_rank"]), tuned,
                       str(r["tuned_rank"]), "=" if moved == 0 else (f"up {moved}" if moved > 0 else f"down {-moved}"))
     console.print(table)
-    console.print(f"both columns: {metric} on the evaluation stream; the knobs were chosen on the tuning stream (no row shared)", soft_wrap=False)
+    console.print(f"both columns: {metric} on the evaluation stream; the knobs were chosen on the tuning stream "
+                  "(no row shared)", soft_wrap=False)
 
 
 def _timings(root: Path, methods: list[str]) -> dict[str, str]:

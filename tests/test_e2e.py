@@ -395,10 +395,7 @@ def test_run_sh_exits_0_and_leaves_no_server_running(project):
     """./run.sh as a user runs it: its own Prefect and MLflow servers, `dvc repro`, the table.
     Once it exited 143 after a successful run (`set -e` inside its exit trap) and left the
     MLflow server running."""
-    root = project["root"]
-    if not (root / ".venv").exists():
-        (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
-    env = {k: v for k, v in project["env"].items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    root, env = _run_sh_setting(project)
     # run.sh writes to this project's own store (mlflow.db), which holds none of the models the
     # test server registered: the methods train again, so compare finds their versions there.
     for folder in ("results/methods", ".slowfast/runs"):
@@ -423,10 +420,7 @@ def test_run_sh_stopped_mid_stream_stops_everything_and_the_next_run_continues(p
     servers and leave `dvc repro` and the stage running without them, hung for minutes
     retrying them. Now the pipeline stops first (one line, no traceback), then the servers,
     and nothing is left; the next ./run.sh continues and ends with the same numbers."""
-    root = project["root"]
-    if not (root / ".venv").exists():
-        (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
-    env = {k: v for k, v in project["env"].items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    root, env = _run_sh_setting(project)
     before = {p: p.read_text() for p in sorted((root / "results" / "methods").glob("*/seed*/metrics.json"))}
     assert before
     for folder in ("results/methods", ".slowfast/runs"):
@@ -441,6 +435,14 @@ def test_run_sh_stopped_mid_stream_stops_everything_and_the_next_run_continues(p
     assert "resuming at window" in done.stdout or "finished by the interrupted run" in done.stdout, done.stdout[-3000:]
     assert {p: p.read_text() for p in before} == before
     assert _processes_started_in(root) == []
+
+
+def _run_sh_setting(project: dict) -> tuple[Path, dict]:
+    """The project and environment ./run.sh runs in as a user's: its own servers, not the session's."""
+    root = project["root"]
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(Path(sys.executable).parents[1], target_is_directory=True)
+    return root, {k: v for k, v in project["env"].items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
 
 
 def _run_sh_stopped_at(root: Path, env: dict, line: str) -> dict:

@@ -116,6 +116,16 @@ def _units_mid_stream(root: Path) -> int:
     return count
 
 
+def _stage_mid_stream(root: Path, prefect_api_url: str, units: int) -> subprocess.Popen:
+    """The stage started, once `units` units are between their first and last window."""
+    running = stage(root, prefect_api_url, wait=False)
+    deadline = time.monotonic() + 300
+    while _units_mid_stream(root) < units and running.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.poll() is None, running.communicate()
+    return running
+
+
 def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_processes_cluster(
     reference, prepared, prefect_api_url, tmp_path
 ):
@@ -128,11 +138,7 @@ def test_a_worker_process_killed_mid_unit_is_resumed_on_a_scheduler_and_worker_p
         with Client(address, timeout=30) as client:  # the scheduler unpickles units: their modules are loaded at its start
             assert client.run_on_scheduler(lambda: {"tasks.stream", "tasks.tune", "tasks.text"} <= set(sys.modules))
         root = _copy(prepared, tmp_path / "root", scheduler=address)
-        running = stage(root, prefect_api_url, wait=False)
-        deadline = time.monotonic() + 300
-        while _units_mid_stream(root) < 2 and running.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert running.poll() is None, running.communicate()
+        running = _stage_mid_stream(root, prefect_api_url, units=2)
         victim = next(iter(_worker_pids(address).values()))
         os.kill(victim, signal.SIGKILL)  # the worker, not its nanny: Dask reschedules its unit
         out, err = running.communicate(timeout=600)
@@ -158,11 +164,7 @@ def test_a_stage_whose_scheduler_dies_mid_stream_ends_in_one_line(prepared, pref
         with Client(address, timeout=30) as client:
             scheduler = client.run_on_scheduler(os.getpid)
         root = _copy(prepared, tmp_path / "root", scheduler=address)
-        running = stage(root, prefect_api_url, wait=False)
-        deadline = time.monotonic() + 300
-        while _units_mid_stream(root) < 1 and running.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert running.poll() is None, running.communicate()
+        running = _stage_mid_stream(root, prefect_api_url, units=1)
         os.kill(scheduler, signal.SIGKILL)
         out, err = running.communicate(timeout=300)
     assert running.returncode == 2, err[-3000:]
