@@ -16,6 +16,7 @@ import peft  # noqa: F401  (2.7 s to import: lora, ilora and text units use it)
 import torch
 
 import components.methods  # noqa: F401  (the method registry)
+import matplotlib.pyplot  # noqa: F401  (each unit draws its seed's heatmap; components/plots.py imports it on first use)
 import tasks.stream  # noqa: F401
 from flows._cli import quiet_libraries
 

@@ -1,8 +1,8 @@
 """MLflow conventions in one place: where the store is, how runs are named and tagged.
 
 Runs are addressed by explicit run ids through `MlflowClient`: MLflow's "active run" is
-per thread and Prefect runs tasks in worker threads, so nothing here relies on it except
-`log_model`, which is called inside a `start_run(run_id=...)` block in one thread.
+per thread and Prefect runs tasks in worker threads, so nothing here relies on it (models
+are logged into a logged model created for the run, not into an active run).
 """
 
 from __future__ import annotations
@@ -16,19 +16,16 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import mlflow
 import numpy as np
 import torch
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from components.config import TrackingParams
 from components.data.stream_io import Manifest
@@ -36,6 +33,13 @@ from components.errors import SlowfastError
 from components.layout import REPO_ROOT
 from components.models import ClassProbabilities
 from components.retry import RetriesExhausted, retry
+
+# MLflow is imported where it is used, not here: a stage's own process (which submits units
+# and writes files, never a run) then starts without it (0.8 s of a stage's start on one core).
+if TYPE_CHECKING:
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
 T = TypeVar("T")
 
@@ -90,7 +94,8 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT):
         return True  # a file lock or a busy artifact store
-    if isinstance(error, MlflowException) and error.error_code in _TRANSIENT_CODES:
+    exceptions = sys.modules.get("mlflow.exceptions")  # not loaded: not MLflow's error
+    if exceptions is not None and isinstance(error, exceptions.MlflowException) and error.error_code in _TRANSIENT_CODES:
         return True
     text = str(error).lower()
     return type(error).__module__.startswith(("requests", "urllib3")) or any(t in text for t in _TRANSIENT_TEXT)
@@ -218,6 +223,9 @@ _CLIENTS: dict[str, MlflowClient] = {}
 
 def client() -> MlflowClient:
     """The client of the current store (one per store and process)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
     uri = tracking_uri()
     found = _CLIENTS.get(uri)
     if found is None:
@@ -245,7 +253,7 @@ def experiment_id(name: str) -> str:
             try:
                 _EXPERIMENTS[key] = c.create_experiment(name, artifact_location=artifact_root(tracking_uri()))
                 return _EXPERIMENTS[key]
-            except MlflowException:
+            except _mlflow_exception():
                 # two workers' first units create it at once: the other one won the race
                 found = c.get_experiment_by_name(name)
                 if found is None:
@@ -289,22 +297,30 @@ def start_run(
     tags: Mapping[str, str] | None = None,
     params: Mapping[str, Any] | None = None,
     parent_run_id: str | None = None,
+    metrics: Mapping[str, float] | None = None,
 ) -> str:
+    """A new run with its tags, and its params and step-0 `metrics` in one call."""
+    from mlflow.entities import Param
+
     c = client()
     all_tags = {"git_commit": git_commit(), **dvc_experiment_tags(), **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     run = c.create_run(experiment_id(experiment), run_name=run_name, tags=all_tags)
-    if params:
-        flat = flatten("", params)
-        c.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())])
+    if params or metrics:
+        flat = flatten("", params or {})
+        c.log_batch(run.info.run_id, params=[Param(k, v[:6000]) for k, v in sorted(flat.items())],
+                    metrics=_metrics([(0, metrics or {})]))
     return run.info.run_id
 
 
 def log_stream_input(run_id: str, manifest: Manifest, stream_dir: Path, context: str) -> None:
     """Name the stream version a run used: an MLflow dataset input whose digest is the
-    stream's content hash (its first 36 hex digits: the registry's column width) and a
-    `stream_hash` tag with all of it, so the UI's Datasets column shows the data version."""
+    stream's content hash (its first 36 hex digits: the registry's column width), so the
+    UI's Datasets column shows the data version. (All of the hash is the `stream_hash` tag
+    callers give the run when they start it.)"""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
     rows = {split: sum(w["rows"][split] for w in manifest.windows) for split in ("train", "test")}
     dataset = Dataset(
         name=manifest.name,
@@ -318,14 +334,13 @@ def log_stream_input(run_id: str, manifest: Manifest, stream_dir: Path, context:
     inputs = [DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])]
     try:
         c.log_inputs(run_id, datasets=inputs)
-    except MlflowException as error:
+    except _mlflow_exception() as error:
         if not _lost_dataset_race(error):
             raise
         # MLflow's store looks the dataset up, then inserts it: units starting together in a
         # fresh experiment race on that insert and all but one fail. The winner's row now
         # exists, so the second call finds it and links this run to it.
         c.log_inputs(run_id, datasets=inputs)
-    c.set_tag(run_id, "stream_hash", manifest.content_hash)
 
 
 def _lost_dataset_race(error: MlflowException) -> bool:
@@ -333,6 +348,20 @@ def _lost_dataset_race(error: MlflowException) -> bool:
     or PostgreSQL's unique-constraint error on the `datasets` table)."""
     text = str(error).lower()
     return "datasets" in text and ("unique constraint failed" in text or "duplicate key value" in text)
+
+
+def _mlflow_exception() -> type[MlflowException]:
+    from mlflow.exceptions import MlflowException
+
+    return MlflowException
+
+
+def _metrics(points: Iterable[tuple[int, Mapping[str, float]]], model_id: str | None = None) -> list[Metric]:
+    """MLflow metrics, timestamped now: (step, {name: value}) pairs, linked to `model_id`."""
+    from mlflow.entities import Metric
+
+    now = _now_ms()
+    return [Metric(k, float(v), now, step, model_id=model_id) for step, values in points for k, v in values.items()]
 
 
 def _log_batched(run_id: str, items: list[Metric]) -> None:
@@ -344,18 +373,17 @@ def _log_batched(run_id: str, items: list[Metric]) -> None:
 
 def log_metrics(run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
     """All scalars of one step in one call (one sqlite round trip instead of one per scalar)."""
-    _log_batched(run_id, [Metric(k, float(v), _now_ms(), step) for k, v in metrics.items()])
+    _log_batched(run_id, _metrics([(step, metrics)]))
 
 
 def log_series(run_id: str, series: Mapping[str, list[float]]) -> None:
     """Curves such as per-epoch losses: each list logged with step = position."""
-    _log_batched(run_id, [Metric(name, float(v), _now_ms(), step)
-                          for name, values in series.items() for step, v in enumerate(values)])
+    _log_batched(run_id, _metrics((step, {name: v}) for name, values in series.items() for step, v in enumerate(values)))
 
 
 def log_points(run_id: str, points: list[tuple[int, Mapping[str, float]]]) -> None:
     """Many (step, metrics) points in as few calls as the batch limit allows."""
-    _log_batched(run_id, [Metric(k, float(v), _now_ms(), step) for step, metrics in points for k, v in metrics.items()])
+    _log_batched(run_id, _metrics(points))
 
 
 def log_artifact(run_id: str, path: Path, artifact_path: str | None = None) -> None:
@@ -376,7 +404,7 @@ def mark_interrupted(run_id: str) -> None:
     c = client()
     try:
         run = c.get_run(run_id)
-    except MlflowException as error:
+    except _mlflow_exception() as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return
         raise
@@ -390,89 +418,113 @@ def mark_interrupted(run_id: str) -> None:
 
 def log_and_register_model(
     run_id: str, model: torch.nn.Module, example: np.ndarray, registered_name: str, tags: Mapping[str, str],
-    class_names: list[str],
+    class_names: list[str], *, step: int = 0, metrics: Mapping[str, float] | None = None,
 ) -> str:
-    """Log with the pytorch flavour and register; returns the new registry version.
+    """Log with the pytorch flavour as the run's model at `step`, register it, end the run
+    (FINISHED); returns the new registry version. `metrics`, the model's figures, are logged
+    on the run at `step` and shown on the model's page.
 
     What is served is `ClassProbabilities(model)`: rows of float32 features in, one
     probability per class out (column i = `class_names[i]`, kept in the model's metadata)."""
     import mlflow.pytorch
 
-    client()  # sets the tracking URI for the fluent API below
     cpu_model = ClassProbabilities(model.to("cpu")).eval()
-    # The registry announces each new version on stderr and a tracking server's run links on
-    # stdout when the run ends; the stage prints its own summary instead.
-    quiet = io.StringIO()
 
-    def log() -> Any:
-        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet), mlflow.start_run(run_id=run_id):
-            return mlflow.pytorch.log_model(
-                cpu_model,
-                name="model",
-                input_example=example.astype(np.float32),
-                # torch.export's archive, never pickle: it loads with
-                # MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false (MLflow checks it holds no pickle
-                # payload). Pinned rather than left to MLflow's default, which has changed.
-                serialization_format=SERIALIZATION_FORMAT,
-                # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
-                pip_requirements=[TORCH_REQUIREMENT],
-                # No code_paths: the archive holds the graph and weights, and loads and serves
-                # without this project's code (tests/test_models.py loads one from elsewhere);
-                # copying components/ into every version cost 62 files and 0.5 MB each.
-                registered_model_name=registered_name,
-                tags=dict(tags),  # on the logged model and, in the same call, on the new version
-                metadata={"class_names": list(class_names), "output": "class probabilities, column i = class_names[i]"},
-                # MLflow's check that the input example serves loads the model back (0.19 s a
-                # registration, a third of it); its only outcome is a warning, which this quiet
-                # block would swallow. The registered models are served for real in
-                # tests/test_e2e.py.
-                validate_serving_input=False,
-            )
+    def log(model_id: str) -> Any:
+        return mlflow.pytorch.log_model(
+            cpu_model,
+            name="model",
+            model_id=model_id,
+            input_example=example.astype(np.float32),
+            # torch.export's archive, never pickle: it loads with
+            # MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false (MLflow checks it holds no pickle
+            # payload). Pinned rather than left to MLflow's default, which has changed.
+            serialization_format=SERIALIZATION_FORMAT,
+            # Pinned explicitly: requirement inference imports the model in a subprocess (slow).
+            pip_requirements=[TORCH_REQUIREMENT],
+            # No code_paths: the archive holds the graph and weights, and loads and serves
+            # without this project's code (tests/test_models.py loads one from elsewhere);
+            # copying components/ into every version cost 62 files and 0.5 MB each.
+            registered_model_name=registered_name,
+            tags=dict(tags),  # on the new version (the logged model has them from its creation)
+            metadata={"class_names": list(class_names), "output": "class probabilities, column i = class_names[i]"},
+            # MLflow's check that the input example serves loads the model back (0.19 s a
+            # registration, a third of it); its only outcome is a warning, which the quiet
+            # block in `_registered` would swallow. The registered models are served for real
+            # in tests/test_e2e.py.
+            validate_serving_input=False,
+        )
 
-    return _registered(log)
+    return _registered(run_id, tags, step, metrics or {}, log)
 
 
 def log_and_register_text_model(
     run_id: str, slow_state: Path, spec: Mapping[str, Any], registered_name: str, tags: Mapping[str, str],
-    columns: tuple[str, ...],
+    columns: tuple[str, ...], *, step: int = 0, metrics: Mapping[str, float] | None = None,
 ) -> str:
     """Log a text entry as a pyfunc model from code (adapters/text_model.py: nothing is
-    pickled) holding the slow model's weights and the entry's spec; register it and return
-    the new version. Served, it reads each document prequentially with the entry's fast
-    learner (components/text/serving.py), answering `columns` per document."""
+    pickled) holding the slow model's weights and the entry's spec; register it, end the run
+    and return the new version (`step`, `metrics`: as `log_and_register_model`). Served, it
+    reads each document prequentially with the entry's fast learner
+    (components/text/serving.py), answering `columns` per document."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    client()  # sets the tracking URI for the fluent API below
     signature = ModelSignature(inputs=Schema([ColSpec("string", "text")]),
                                outputs=Schema([ColSpec("double", c) for c in columns]))
 
-    def log() -> Any:
+    def log(model_id: str) -> Any:
         with tempfile.TemporaryDirectory() as scratch:
             spec_path = Path(scratch) / "spec.json"
             spec_path.write_text(json.dumps(dict(spec), indent=1))
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-                    mlflow.start_run(run_id=run_id):
-                return mlflow.pyfunc.log_model(
-                    name="model", python_model=str(Path(__file__).with_name("text_model.py")),
-                    artifacts={"slow": str(slow_state), "spec": str(spec_path)}, signature=signature,
-                    # pinned: requirement inference would import the model in a subprocess (slow)
-                    pip_requirements=[TORCH_REQUIREMENT,
-                                      *(f"{p}=={metadata.version(p)}" for p in ("mlflow", "peft", "pandas"))],
-                    code_paths=[str(REPO_ROOT / "components")], registered_model_name=registered_name,
-                    tags=dict(tags), metadata={"input": "a `text` column, one document per row",
-                              "output": "bytes, bpb_static, bpb_fast, gain per document (bits per byte: lower is better)"},
-                )
+            return mlflow.pyfunc.log_model(
+                name="model", model_id=model_id, python_model=str(Path(__file__).with_name("text_model.py")),
+                artifacts={"slow": str(slow_state), "spec": str(spec_path)}, signature=signature,
+                # pinned: requirement inference would import the model in a subprocess (slow)
+                pip_requirements=[TORCH_REQUIREMENT,
+                                  *(f"{p}=={metadata.version(p)}" for p in ("mlflow", "peft", "pandas"))],
+                code_paths=[str(REPO_ROOT / "components")], registered_model_name=registered_name,
+                tags=dict(tags), metadata={"input": "a `text` column, one document per row",
+                          "output": "bytes, bpb_static, bpb_fast, gain per document (bits per byte: lower is better)"},
+            )
 
-    return _registered(log)
+    return _registered(run_id, tags, step, metrics or {}, log)
 
 
-def _registered(log: Callable[[], Any]) -> str:
-    """Run `log` (a log_model that registers a tagged version) with retries and count it;
-    returns the new version."""
+def _registered(run_id: str, tags: Mapping[str, str], step: int, metrics: Mapping[str, float],
+                log: Callable[[str], Any]) -> str:
+    """The run's model: a logged model created for run `run_id` (its params and `tags`), filled
+    by `log(model_id)` (a flavour's log_model that registers a tagged version), linked to the
+    run at `step` with `metrics`; then the run ends. Retried as a whole and counted as one
+    call; returns the new version.
+
+    Done by hand rather than by log_model inside an active run, because that reads the run's
+    whole metric history back, one request per metric key (about 30 of a registration's 44
+    requests on a stream unit), to re-log the figures at `step`, which are here already."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.tracking import MlflowClient
+
+    def once() -> Any:
+        client()  # sets the tracking URI for the flavour's log_model (and relocates a moved store)
+        c = MlflowClient(tracking_uri())  # not the counted client: this whole block is one call
+        run = c.get_run(run_id)
+        logged = mlflow.initialize_logged_model(name="model", source_run_id=run_id, tags=dict(tags),
+                                                params=run.data.params, experiment_id=run.info.experiment_id)
+        c.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=step)])
+        # The registry announces each new version on stderr; the stage prints its own summary.
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            info = log(logged.model_id)
+        figures = _metrics([(step, metrics)], model_id=logged.model_id)
+        for i in range(0, len(figures), MAX_BATCH):
+            c.log_batch(run_id, metrics=figures[i : i + MAX_BATCH])
+        c.set_terminated(run_id, "FINISHED")
+        return info
+
     start = time.perf_counter()
-    info = with_retries(log, "log_model")  # retried as a whole: a version left by a failed try is never aliased
+    info = with_retries(once, "log_model")  # retried as a whole: a version left by a failed try is never aliased
     seconds = time.perf_counter() - start
     CALLS["count"] += 1
     CALLS["seconds"] += seconds
@@ -492,7 +544,7 @@ def crown_versions(name: str, crowned: list[tuple[str, str, str, Mapping[str, st
         for key, value in tags.items():
             c.set_model_version_tag(name, version, key, value)
     if len(crowned) < 2:
-        with contextlib.suppress(MlflowException):
+        with contextlib.suppress(_mlflow_exception()):
             c.delete_registered_model_alias(name, "challenger")
 
 
@@ -500,7 +552,7 @@ def find_model_version(name: str, tags: Mapping[str, str]) -> str | None:
     """The newest version of registered model `name` carrying all of `tags`, or None."""
     try:
         versions = client().search_model_versions(f"name = '{name}'")
-    except MlflowException as error:
+    except _mlflow_exception() as error:
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise

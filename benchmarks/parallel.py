@@ -3,6 +3,7 @@ was (every unit in one process, 2 torch threads) and a bare script doing the sam
 the same number of worker processes (benchmarks/bare_units.py). All in one run, one machine.
 
     python -m benchmarks.parallel [--methods finetune replay lwf lora | all] [--seeds 0 1 2] [--windows 200]
+        [--rounds 2] [--skip sweep bare load windows]
 
 1. Sweep: a copy of the repository with the default stream and model, `--methods` x
    `--seeds` units, prepared and pretrained once. The stream stage (`python -m flows.stream`,
@@ -19,9 +20,12 @@ the same number of worker processes (benchmarks/bare_units.py). All in one run, 
    less the stage's own cost; inside the worker: unit seconds - work - MLflow), the
    ratios, and whether every configuration gave the same numbers. A process's wall time
    ends when it exits (as DVC waits for a stage), not when a child closes its output.
-2. Load: one unit of three methods alone, then beside a competing 2-thread PyTorch
+2. Against the bare script: the stage on the pipeline's cluster and the bare script,
+   alternately `--rounds` times in a fresh copy (a drift of the machine's speed falls on
+   both); the ratio of their summed walls is the issue's "within 1.15x" figure.
+3. Load: one unit of three methods alone, then beside a competing 2-thread PyTorch
    process, at 1 thread (the default now) and at 2 (before).
-3. Many windows: `finetune`, 1 seed, over a `--windows`-window stream (river Agrawal, 150
+4. Many windows: `finetune`, 1 seed, over a `--windows`-window stream (river Agrawal, 150
    rows per window, MLP), through the stage with a loopback server: tracking seconds per
    window against training seconds.
 Writes benchmarks/results/parallel.json.
@@ -75,14 +79,7 @@ def _fresh(prepared: Path, where: Path, params: dict) -> Path:
 def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     from adapters.dask_cluster import process_cluster
 
-    prepared = copy_repository(base / "prepared")
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["seeds"], params["threads"] = seeds, 1
-    params["methods"] = {m: params["methods"][m] for m in (params["methods"] if methods == ["all"] else methods)}
-    params["tune"]["methods"] = [m for m in params["tune"]["methods"] if m in methods]
-    write_params(prepared, params)
-    for stage in ("prepare", "pretrain"):
-        timed_run([sys.executable, "-m", f"flows.{stage}"], prepared, env)
+    prepared, params = _prepared(base, env, methods, seeds)
     configs = {
         "before: 1 process, 2 threads": ({"workers": 0}, 2, 1),
         "local cluster, 1 worker": ({"workers": 1}, 1, 1),
@@ -112,16 +109,8 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
     root = _fresh(prepared, base / "pipeline_cluster", params | {"parallel": {"workers": 2}})
     out["configs"][name], numbers[name] = _stage(root, env, 2, pipeline_cluster=True)
     print(f"{name:34s} {_line(out['configs'][name])}", flush=True)
-    root = _fresh(prepared, base / "bare", params)
-    began = time.time()
-    wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
-    bare = json.loads(done.stdout.strip().splitlines()[-1])
-    units = [{"unit_started": u["started"], "unit_ended": u["ended"]} for u in bare["units"]]
-    out["bare, 2 processes"] = {"wall": wall, "work": sum(u["seconds"] for u in bare["units"])} | _timeline(began, wall, units, 2)
-    b = out["bare, 2 processes"]
-    print(f"{'bare script, 2 processes':34s} wall {wall:6.1f} s  work {b['work']:6.1f} s  before the first unit "
-          f"{b['before_first_unit']:4.1f} s, units {b['units_span']:5.1f} s (workers busy {b['workers_busy']:.0%}), "
-          f"after the last {b['after_last_unit']:4.1f} s", flush=True)
+    out["bare, 2 processes"], bare = _bare(_fresh(prepared, base / "bare", params), env)
+    wall = out["bare, 2 processes"]["wall"]
     one_thread = [n for n in numbers if not n.startswith("before")]
     out["identical_across_clusters"] = all(numbers[n] == numbers[one_thread[0]] for n in one_thread)
     stage = base / "local_cluster_2_workers" / "results" / "methods"
@@ -142,6 +131,51 @@ def sweep(base: Path, env: dict, methods: list[str], seeds: list[int]) -> dict:
         print(f"  {what:78s} {ratio:5.2f}")
     print(f"  same numbers on every 1-thread configuration: {out['identical_across_clusters']}; "
           f"bare script's matrices equal the stage's: {out['bare_matches_stage']}")
+    return out
+
+
+def _prepared(base: Path, env: dict, methods: list[str], seeds: list[int]) -> tuple[Path, dict]:
+    """A copy of the repository with `methods` x `seeds` units, its stream prepared and its
+    slow model pretrained."""
+    prepared = copy_repository(base / "prepared")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["seeds"], params["threads"] = seeds, 1
+    params["methods"] = {m: params["methods"][m] for m in (params["methods"] if methods == ["all"] else methods)}
+    params["tune"]["methods"] = [m for m in params["tune"]["methods"] if m in methods]
+    write_params(prepared, params)
+    for stage in ("prepare", "pretrain"):
+        timed_run([sys.executable, "-m", f"flows.{stage}"], prepared, env)
+    return prepared, params
+
+
+def _bare(root: Path, env: dict) -> tuple[dict, dict]:
+    """benchmarks/bare_units.py on 2 processes: its figures (printed) and its own output."""
+    began = time.time()
+    wall, done = timed_run([sys.executable, "-m", "benchmarks.bare_units", "--root", str(root), "--workers", "2"], root, env)
+    bare = json.loads(done.stdout.strip().splitlines()[-1])
+    units = [{"unit_started": u["started"], "unit_ended": u["ended"]} for u in bare["units"]]
+    figures = {"wall": wall, "work": sum(u["seconds"] for u in bare["units"])} | _timeline(began, wall, units, 2)
+    print(f"{'bare script, 2 processes':34s} wall {wall:6.1f} s  work {figures['work']:6.1f} s  before the first unit "
+          f"{figures['before_first_unit']:4.1f} s, units {figures['units_span']:5.1f} s (workers busy "
+          f"{figures['workers_busy']:.0%}), after the last {figures['after_last_unit']:4.1f} s", flush=True)
+    return figures, bare
+
+
+def against_bare(base: Path, env: dict, methods: list[str], seeds: list[int], rounds: int) -> dict:
+    """The stage on the pipeline's cluster against the bare script, alternately `rounds`
+    times, so a drift of this machine's speed falls on both: the issue's 1.15 figure."""
+    prepared, params = _prepared(base / "against_bare", env, methods, seeds)
+    out: dict = {"units": len(methods) * len(seeds), "rounds": []}
+    for k in range(rounds):
+        root = _fresh(prepared, base / "against_bare" / f"stage{k}", params | {"parallel": {"workers": 2}})
+        stage, _ = _stage(root, env, 2, pipeline_cluster=True)
+        print(f"{'pipeline cluster (./run.sh), 2 workers':34s} {_line(stage)}", flush=True)
+        bare, _ = _bare(_fresh(prepared, base / "against_bare" / f"bare{k}", params), env)
+        out["rounds"].append({"stage": stage, "bare": bare, "ratio": stage["wall"] / bare["wall"]})
+        print(f"  round {k + 1}: stage / bare script {stage['wall']:.1f} / {bare['wall']:.1f} s = "
+              f"{stage['wall'] / bare['wall']:.2f}", flush=True)
+    out["ratio"] = sum(r["stage"]["wall"] for r in out["rounds"]) / sum(r["bare"]["wall"] for r in out["rounds"])
+    print(f"  stage / bare script over {rounds} rounds: {out['ratio']:.2f} (target <= 1.15)", flush=True)
     return out
 
 
@@ -187,7 +221,9 @@ def _timeline(began: float, wall: float, records: list[dict], workers: int) -> d
 def _summary(wall: float, empty: float, records: list[dict], workers: int) -> dict:
     work = sum(r["work_seconds"] for r in records)
     mlflow = sum(r["mlflow_seconds"] for r in records)
+    registered = [r["mlflow_model_seconds"] for r in records if r.get("model_version")]
     return {"wall": wall, "stage_fixed": empty, "work": work, "mlflow": mlflow, "units": len(records),
+            "registrations": len(registered), "registration_seconds": sum(registered),
             "mlflow_calls_per_unit": statistics.mean(r["mlflow_calls"] for r in records),
             "retries": sum(r["mlflow_retries"] for r in records),
             "unit_seconds": sum(r["unit_seconds"] for r in records),
@@ -198,7 +234,8 @@ def _summary(wall: float, empty: float, records: list[dict], workers: int) -> di
 
 def _line(s: dict) -> str:
     return (f"wall {s['wall']:6.1f} s (stage alone {s['stage_fixed']:4.1f} s)  work {s['work']:6.1f} s  "
-            f"MLflow {s['mlflow']:5.1f} s ({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries)  "
+            f"MLflow {s['mlflow']:5.1f} s ({s['mlflow_calls_per_unit']:.1f} calls/unit, {s['retries']} retries; "
+            f"{s['registrations']} registrations {s['registration_seconds']:.1f} s)  "
             f"fixed per unit: {s['fixed_per_unit']:.2f} s overall, {s['fixed_per_unit_beyond_stage']:.2f} s beyond "
             f"the stage's own, {s['fixed_per_unit_in_worker']:.2f} s in the worker\n{'':34s} "
             f"before the first unit {s['before_first_unit']:4.1f} s, units {s['units_span']:5.1f} s "
@@ -275,7 +312,8 @@ def main() -> None:
                         help="entries under methods: in params.yaml; `all`: every one (the default pipeline's sweep)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--windows", type=int, default=200)
-    parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "load", "windows"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["sweep", "bare", "load", "windows"])
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of the stage against the bare script")
     args = parser.parse_args()
     base = Path(tempfile.mkdtemp(prefix="slowfast-parallel-"))
     results: dict = {"cores": os.cpu_count()}
@@ -285,6 +323,8 @@ def main() -> None:
             if "sweep" not in args.skip:
                 # the default pipeline's sweep is kept beside the quicker 4-method one
                 results["sweep_all_methods" if args.methods == ["all"] else "sweep"] = sweep(base, env, args.methods, args.seeds)
+            if "bare" not in args.skip:
+                results["against_bare"] = against_bare(base, env, args.methods, args.seeds, args.rounds)
             if "load" not in args.skip:
                 results["load"] = under_load(base, env, ["finetune", "replay", "lwf"] if args.methods == ["all"] else args.methods[:3])
             if "windows" not in args.skip:

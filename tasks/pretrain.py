@@ -31,9 +31,6 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
     seconds = time.perf_counter() - start
     accuracies = evaluate_windows(model, ctx.stream)
     tracking.log_series(run_id, {"train_loss": losses})
-    tracking.log_metrics(
-        run_id, {"pretrain_seconds": seconds, **{f"acc_w{j}": a for j, a in enumerate(accuracies)}}
-    )
     out = ctx.layout.slow_dir
     save_state(model.state_dict(), out / "model.pt")
     # models/slow (a DVC output) holds what the inputs determine; the run's facts go beside it.
@@ -43,7 +40,8 @@ def pretrain(params_path: str = "params.yaml", root: str = str(REPO_ROOT)) -> di
         run_id, model, ctx.stream.window(0).x_test[:4].cpu().numpy(),
         tracking.registered_model_name(manifest.name), {"method": "pretrain", "stream_hash": manifest.content_hash},
         manifest.class_names,
-    )
+        metrics={"pretrain_seconds": seconds, **{f"acc_w{j}": a for j, a in enumerate(accuracies)}},
+    )  # the figures on the run and the model's page; ends the run
     facts = {"mlflow_run_id": run_id, "model_version": version, "seconds": seconds}
     save_json(facts, ctx.layout.pretrain_record)
     info |= facts

@@ -224,11 +224,11 @@ def open_method_run(unit: Unit, flow_id: str = "", work: list[float] | None = No
         baseline = evaluate_windows(load_method(ws, entry, seed=seed).predictor(), ws.stream)
         if work is not None:
             work[0] += time.perf_counter() - began
-        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params)
+        row = {} if compact_metrics(ws.stream.num_windows) else {f"acc_w{j}": a for j, a in enumerate(baseline)}
+        run_id = tracking.start_run(manifest.name, f"{entry}-seed{seed}", tags=tags, params=params,
+                                    metrics=row | {"acc_seen": baseline[0]})
         shutil.rmtree(directory, ignore_errors=True)
         tracking.log_stream_input(run_id, manifest, ws.stream.root, "stream")
-        row = {} if compact_metrics(ws.stream.num_windows) else {f"acc_w{j}": a for j, a in enumerate(baseline)}
-        tracking.log_metrics(run_id, row | {"acc_seen": baseline[0]}, step=0)
         progress = Progress(current, run_id, baseline, flow_id=flow_id)
         save_progress(directory, progress)
     return OpenedRun(run_id, current, progress.baseline, ws.stream.num_windows, progress.windows)
@@ -326,9 +326,9 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
     progress = load_progress(directory)
     if progress is None or progress.run_id != opened.run_id:
         raise RuntimeError(f"{directory}: no progress of run {opened.run_id}")
-    # the windows not sent yet and the summary, in one call
-    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress,
-                 also=[(len(windows), logged_summary(result.metrics, ws.stream.num_windows))])
+    summary = (len(windows), logged_summary(result.metrics, ws.stream.num_windows))
+    # the windows not sent yet and (unless it goes with the model) the summary, in one call
+    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress, also=[] if register else [summary])
     for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
         tracking.log_artifact(opened.run_id, out / name)
 
@@ -340,8 +340,8 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
         record["model_version"] = tracking.log_and_register_model(
             opened.run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
             {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash, "fingerprint": record["fingerprint"]},
-            manifest.class_names,
-        )  # ends the parent run as FINISHED
+            manifest.class_names, step=summary[0], metrics=summary[1],
+        )  # the summary on the run and the model's page; ends the parent run as FINISHED
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
     else:
         tracking.end_run(opened.run_id)

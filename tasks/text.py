@@ -162,15 +162,18 @@ def run_text(entry: str, seed: int, params_path: str, root: str, content_hash: s
               **result.metrics, "matrix": result.matrix.tolist(), "windows": windows_done,
               "by_position": result.by_position, "static_by_position": result.static_by_position}
     save_json(record, out / "metrics.json")
-    tracking.log_metrics(run_id, result.metrics, step=len(windows) - 1)
+    registered = seed == t.seeds[0]  # one registered model per entry, as for the classification methods
+    last = len(windows) - 1
+    if not registered:
+        tracking.log_metrics(run_id, result.metrics, step=last)
     for name in ("bpb_matrix.csv", "by_position.csv"):
         tracking.log_artifact(run_id, out / name)
     # This run's facts (its timings swing with the machine's load; the model version is the
     # registry's): the run record and MLflow keep them, never a DVC output.
     facts: dict = {"mlflow_run_id": run_id, "timings": [{"window": w["window"], **{k: w[k] for k in TIMINGS}}
                                                          for w in result.windows]}
-    if seed == t.seeds[0]:  # one registered model per entry, as for the classification methods
-        facts["model_version"] = _register(slow, run_id, entry, raw, seed, t, content_hash)  # ends the run
+    if registered:  # with its figures, on the run and the model's page; ends the run
+        facts["model_version"] = _register(slow, run_id, entry, raw, seed, t, content_hash, last, result.metrics)
     else:
         tracking.end_run(run_id)
     save_json(facts, _run_record(root, params, entry, seed))
@@ -184,7 +187,7 @@ def registered_text_model(t: TextParams) -> str:
 
 
 def _register(slow: ByteLM, run_id: str, entry: str, raw: dict, seed: int, t: TextParams,
-              content_hash: str) -> str:
+              content_hash: str, step: int, metrics: dict[str, float]) -> str:
     """The slow model as the stream left it, with the entry's fast learner: a registered
     version that reads documents the way the held-out ones were read."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -192,7 +195,7 @@ def _register(slow: ByteLM, run_id: str, entry: str, raw: dict, seed: int, t: Te
         save_state(slow.state_dict(), state)
         return tracking.log_and_register_text_model(
             run_id, state, spec_of(entry, raw, t.width, t.hidden, t.segment, seed), registered_text_model(t),
-            {"method": entry, "seed": str(seed), "stream_hash": content_hash}, COLUMNS)
+            {"method": entry, "seed": str(seed), "stream_hash": content_hash}, COLUMNS, step=step, metrics=metrics)
 
 
 @task(name="compare-text", cache_policy=NO_CACHE)

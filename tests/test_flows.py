@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import tiny_params, write_params
@@ -124,6 +125,24 @@ def test_matrix_artifacts_and_registered_model(pipeline):
     assert csv[0] == "after,w0,w1,w2,w3" and len(csv) == 5
     version = client.get_model_version("slowfast-tiny-classinc", pipeline["records"]["finetune"]["model_version"])
     assert version.run_id == run_id
+
+
+def test_the_registered_model_shows_its_seeds_figures_and_links_to_its_run(pipeline):
+    """MLflow's model page (the experiment's Models tab) shows the seed's summary, and the
+    seed's run lists its model at the stream's last step, the state that was registered."""
+    client = _client(pipeline)
+    run = _method_run(pipeline, "finetune")
+    version = client.get_model_version("slowfast-tiny-classinc", pipeline["records"]["finetune"]["model_version"])
+    model_id = version.source.removeprefix("models:/")  # the store keeps the logged model in the source
+    model = client.get_logged_model(model_id)
+    last = max(int(k.removeprefix("acc_w")) for k in run.data.metrics if k.removeprefix("acc_w").isdigit())
+    assert (model.source_run_id, model.status.to_proto()) == (run.info.run_id, LoggedModelStatus.READY.to_proto())
+    figures = {m.key: m for m in model.metrics}
+    assert {"acc", "bwt", "forgetting"} <= set(figures)
+    assert figures["acc"].step == last and figures["acc"].value == pytest.approx(run.data.metrics["acc"])
+    assert [(o.model_id, o.step) for o in run.outputs.model_outputs] == [(model_id, last)]
+    assert model.params == run.data.params and model.tags["method"] == "finetune"
+    assert run.info.status == "FINISHED"
 
 
 def test_champion_alias_goes_to_the_best_method_that_is_not_a_reference(pipeline):
