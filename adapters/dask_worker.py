@@ -12,11 +12,11 @@ import sys
 import zlib
 
 import flows  # noqa: F401  (quiet Prefect and MLflow defaults, before either is imported)
+import matplotlib.pyplot  # noqa: F401  (each unit draws its seed's heatmap; components/plots.py imports it on first use)
 import peft  # noqa: F401  (2.7 s to import: lora, ilora and text units use it)
 import torch
 
 import components.methods  # noqa: F401  (the method registry)
-import matplotlib.pyplot  # noqa: F401  (each unit draws its seed's heatmap; components/plots.py imports it on first use)
 import tasks.stream  # noqa: F401
 from flows._cli import quiet_libraries
 

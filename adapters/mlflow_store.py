@@ -16,7 +16,6 @@ import logging
 import os
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -94,8 +93,7 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, OSError) and error.errno in (errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT):
         return True  # a file lock or a busy artifact store
-    exceptions = sys.modules.get("mlflow.exceptions")  # not loaded: not MLflow's error
-    if exceptions is not None and isinstance(error, exceptions.MlflowException) and error.error_code in _TRANSIENT_CODES:
+    if isinstance(error, _mlflow_exception()) and error.error_code in _TRANSIENT_CODES:
         return True
     text = str(error).lower()
     return type(error).__module__.startswith(("requests", "urllib3")) or any(t in text for t in _TRANSIENT_TEXT)
@@ -364,9 +362,10 @@ def _metrics(points: Iterable[tuple[int, Mapping[str, float]]], model_id: str | 
     return [Metric(k, float(v), now, step, model_id=model_id) for step, values in points for k, v in values.items()]
 
 
-def _log_batched(run_id: str, items: list[Metric]) -> None:
-    """As few `log_batch` calls as MLflow's per-call limit allows."""
-    c = client()
+def _log_batched(run_id: str, items: list[Metric], using: MlflowClient | None = None) -> None:
+    """As few `log_batch` calls as MLflow's per-call limit allows (through `using`, else the
+    counted client)."""
+    c = using or client()
     for i in range(0, len(items), MAX_BATCH):
         c.log_batch(run_id, metrics=items[i : i + MAX_BATCH])
 
@@ -517,9 +516,7 @@ def _registered(run_id: str, tags: Mapping[str, str], step: int, metrics: Mappin
         quiet = io.StringIO()
         with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
             info = log(logged.model_id)
-        figures = _metrics([(step, metrics)], model_id=logged.model_id)
-        for i in range(0, len(figures), MAX_BATCH):
-            c.log_batch(run_id, metrics=figures[i : i + MAX_BATCH])
+        _log_batched(run_id, _metrics([(step, metrics)], model_id=logged.model_id), using=c)
         c.set_terminated(run_id, "FINISHED")
         return info
 

@@ -326,9 +326,9 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
     progress = load_progress(directory)
     if progress is None or progress.run_id != opened.run_id:
         raise RuntimeError(f"{directory}: no progress of run {opened.run_id}")
-    summary = (len(windows), logged_summary(result.metrics, ws.stream.num_windows))
+    last, summary = len(windows), logged_summary(result.metrics, ws.stream.num_windows)
     # the windows not sent yet and (unless it goes with the model) the summary, in one call
-    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress, also=[] if register else [summary])
+    _log_windows(ws, unit, opened.run_id, progress.unlogged(), progress, also=[] if register else [(last, summary)])
     for name in ("accuracy_matrix.csv", "accuracy_matrix.png", "continual.csv"):
         tracking.log_artifact(opened.run_id, out / name)
 
@@ -340,7 +340,7 @@ def close_method_run(unit: Unit, opened: OpenedRun, windows: list[WindowRecord],
         record["model_version"] = tracking.log_and_register_model(
             opened.run_id, final.predictor(), example, tracking.registered_model_name(manifest.name),
             {"method": entry, "seed": str(seed), "stream_hash": manifest.content_hash, "fingerprint": record["fingerprint"]},
-            manifest.class_names, step=summary[0], metrics=summary[1],
+            manifest.class_names, step=last, metrics=summary,
         )  # the summary on the run and the model's page; ends the parent run as FINISHED
         save_state(final.predictor().state_dict(), out.parent / "model.pt")
     else:
