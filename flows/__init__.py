@@ -16,6 +16,9 @@ for _key, _value in {
     "DISABLE_MLFLOWDBFS": "true",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # a run ended on a tracking server prints its link
     "GIT_PYTHON_REFRESH": "quiet",
+    # MLflow sends usage telemetry from every client and server process unless this is set
+    # (it reads DO_NOT_TRACK only as "true", and scripts/prefect_env.sh exports DO_NOT_TRACK=1).
+    "MLFLOW_DISABLE_TELEMETRY": "true",
     # Dask settings for the stage's workers (adapters/dask_config/slowfast.yaml: glibc's
     # memory trimming, OpenMP threads, quiet logs). Read when dask is first imported.
     "DASK_CONFIG": str(Path(__file__).resolve().parents[1] / "adapters" / "dask_config"),

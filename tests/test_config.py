@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from components.config import load_params
@@ -153,3 +158,20 @@ def test_a_device_that_is_not_there_is_one_line(device, message):
         pytest.skip("this machine has a GPU")
     with pytest.raises(ParamsError, match=message):
         pick_device(device)
+
+
+@pytest.mark.parametrize("how", ["flows", "prefect_env.sh"])
+def test_no_usage_telemetry_leaves_the_machine(how):
+    """MLflow reports usage from every client and server unless told not to, and it reads
+    DO_NOT_TRACK=1 (what prefect_env.sh exports) as "no". A stage (it imports `flows`) and
+    anything started after `source scripts/prefect_env.sh` (./run.sh's MLflow server) have it off."""
+    repo = Path(__file__).resolve().parents[1]
+    check = "import mlflow.telemetry.utils as t; print(t.is_telemetry_disabled())"
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DO_NOT_TRACK": "1"}  # no CI markers
+    if how == "flows":
+        command = [sys.executable, "-c", f"import flows; {check}"]
+    else:
+        command = ["bash", "-c", f'source scripts/prefect_env.sh && "{sys.executable}" -c "{check}"']
+    done = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
