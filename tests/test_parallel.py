@@ -185,6 +185,11 @@ def test_under_run_sh_a_stage_runs_its_units_on_the_pipelines_warm_cluster_which
 
     from adapters import pipeline_cluster, servers
 
+    def dask_clocks() -> tuple[str, str]:  # defined here: sent by value, not imported by the workers
+        import dask
+
+        return dask.config.get("distributed.admin.tick.interval"), dask.config.get("distributed.admin.system-monitor.interval")
+
     root = _copy(prepared, tmp_path / "root", workers=2)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.setenv("PREFECT_API_URL", prefect_api_url)
@@ -207,7 +212,10 @@ def test_under_run_sh_a_stage_runs_its_units_on_the_pipelines_warm_cluster_which
             with Client(address, timeout=30) as client:
                 ran = client.run_on_scheduler(
                     lambda dask_scheduler: dask_scheduler.task_prefixes["run_unit"].state_counts["memory"])
+                clocks = [*client.run(dask_clocks).values(), client.run_on_scheduler(dask_clocks)]
             assert ran == 4  # every unit finished on this cluster
+            # slowfast's Dask settings reached every process (Dask's own 20 ms tick took 4 % of a sweep)
+            assert clocks == [("200ms", "2s")] * 3, clocks
             assert _worker_pids(address) == before  # the same warm workers, no new ones
         finally:
             run_sh.kill()
